@@ -1,0 +1,153 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class HostIdentity(_message.Message):
+    __slots__ = ("hardware_uuid", "hardware_serial", "hostname", "platform", "os_version", "agent_version")
+    HARDWARE_UUID_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    OS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    hardware_uuid: str
+    hardware_serial: str
+    hostname: str
+    platform: str
+    os_version: str
+    agent_version: str
+    def __init__(self, hardware_uuid: _Optional[str] = ..., hardware_serial: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., os_version: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("enroll_secret", "identity")
+    ENROLL_SECRET_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    enroll_secret: str
+    identity: HostIdentity
+    def __init__(self, enroll_secret: _Optional[str] = ..., identity: _Optional[_Union[HostIdentity, _Mapping]] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("host_id", "agent_credential", "plan")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    agent_credential: str
+    plan: CollectionPlan
+    def __init__(self, host_id: _Optional[str] = ..., agent_credential: _Optional[str] = ..., plan: _Optional[_Union[CollectionPlan, _Mapping]] = ...) -> None: ...
+
+class CollectionPlan(_message.Message):
+    __slots__ = ("version", "interval_seconds", "tables")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    interval_seconds: int
+    tables: _containers.RepeatedCompositeFieldContainer[TableRequest]
+    def __init__(self, version: _Optional[str] = ..., interval_seconds: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableRequest, _Mapping]]] = ...) -> None: ...
+
+class TableRequest(_message.Message):
+    __slots__ = ("name", "paths")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Row(_message.Message):
+    __slots__ = ("columns",)
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.ScalarMap[str, str]
+    def __init__(self, columns: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Table(_message.Message):
+    __slots__ = ("name", "rows", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rows: _containers.RepeatedCompositeFieldContainer[Row]
+    error: str
+    def __init__(self, name: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[Row, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("hello", "batch")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    batch: Batch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("agent_version", "plan_version")
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    agent_version: str
+    plan_version: str
+    def __init__(self, agent_version: _Optional[str] = ..., plan_version: _Optional[str] = ...) -> None: ...
+
+class Batch(_message.Message):
+    __slots__ = ("seq", "collected_at_ms", "changed", "digests", "plan_version", "full")
+    class DigestsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    COLLECTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    collected_at_ms: int
+    changed: _containers.RepeatedCompositeFieldContainer[Table]
+    digests: _containers.ScalarMap[str, str]
+    plan_version: str
+    full: bool
+    def __init__(self, seq: _Optional[int] = ..., collected_at_ms: _Optional[int] = ..., changed: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., digests: _Optional[_Mapping[str, str]] = ..., plan_version: _Optional[str] = ..., full: _Optional[bool] = ...) -> None: ...
+
+class CollectorMessage(_message.Message):
+    __slots__ = ("ack", "plan", "collect_now", "resend_full")
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    COLLECT_NOW_FIELD_NUMBER: _ClassVar[int]
+    RESEND_FULL_FIELD_NUMBER: _ClassVar[int]
+    ack: Ack
+    plan: CollectionPlan
+    collect_now: CollectNow
+    resend_full: ResendFull
+    def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ..., plan: _Optional[_Union[CollectionPlan, _Mapping]] = ..., collect_now: _Optional[_Union[CollectNow, _Mapping]] = ..., resend_full: _Optional[_Union[ResendFull, _Mapping]] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+
+class CollectNow(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class ResendFull(_message.Message):
+    __slots__ = ("tables", "reason")
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tables: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    def __init__(self, tables: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
