@@ -24,10 +24,15 @@ class ProbeError(Exception):
 
 @dataclass(frozen=True)
 class TableRequest:
-    """One table of a collection plan; ``paths`` only for file, hash and file_lines."""
+    """One table of a collection plan; ``paths`` only for file, hash and file_lines.
+
+    ``columns`` is what the policies read; sources may fill every column regardless, the
+    collection loop keeps only these before anything leaves the host.
+    """
 
     name: str
     paths: tuple[str, ...] = field(default=())
+    columns: tuple[str, ...] = field(default=())
 
 
 class FactSource(Protocol):

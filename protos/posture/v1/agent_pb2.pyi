@@ -51,12 +51,14 @@ class CollectionPlan(_message.Message):
     def __init__(self, version: _Optional[str] = ..., interval_seconds: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableRequest, _Mapping]]] = ...) -> None: ...
 
 class TableRequest(_message.Message):
-    __slots__ = ("name", "paths")
+    __slots__ = ("name", "paths", "columns")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATHS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     name: str
     paths: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Row(_message.Message):
     __slots__ = ("columns",)

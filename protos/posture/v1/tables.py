@@ -481,8 +481,7 @@ _CATALOGUE: Iterable[TableSchema] = (
         "gatekeeper",
         DARWIN,
         "macOS Gatekeeper Details.",
-        "assessments_enabled INTEGER; dev_id_enabled INTEGER; version TEXT; opaque_version "
-        "TEXT",
+        "assessments_enabled INTEGER; dev_id_enabled INTEGER; version TEXT; opaque_version TEXT",
     ),
     _table(
         "managed_policies",
@@ -512,7 +511,8 @@ _CATALOGUE: Iterable[TableSchema] = (
         "environment TEXT; element TEXT; compiler TEXT; development_region TEXT; display_name "
         "TEXT; info_string TEXT; minimum_system_version TEXT; category TEXT; "
         "applescript_enabled TEXT; copyright TEXT; last_opened_time DOUBLE",
-    ),    _table(
+    ),
+    _table(
         "file_lines",
         ALL,
         "Lines of the text files a collection plan names (Posture's table; Fleet's CIS policies "
