@@ -1,0 +1,1 @@
+"""Policies: the pack model, its loader and validator, collection plans and evaluation."""

@@ -1,0 +1,153 @@
+"""The fact tables evaluation reads: layout, replacement semantics, typing by affinity."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.store.facts import (
+    ROW_COLUMN,
+    create_fact_tables,
+    delete_host_rows,
+    fact_table_name,
+    host_rows,
+    lookup_column,
+    replace_host_rows,
+)
+from protos.posture.v1.tables import TABLES
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "store.db")
+    create_fact_tables(connection)
+    connection.commit()
+    yield connection
+    connection.close()
+
+
+def test_fact_table_name_prefixes_the_catalogue_name() -> None:
+    assert fact_table_name("users") == "fact_users"
+
+
+def test_every_catalogue_table_gets_host_id_and_its_typed_columns(
+    conn: sqlite3.Connection,
+) -> None:
+    for name, schema in TABLES.items():
+        info = conn.execute(f'PRAGMA table_info("{fact_table_name(name)}")').fetchall()
+        columns = {row[1]: row[2] for row in info}
+        expected = {column.name: column.sql_type for column in schema.columns}
+        assert columns == {"host_id": "INTEGER", ROW_COLUMN: "INTEGER", **expected}
+
+
+def test_creating_twice_keeps_the_rows(conn: sqlite3.Connection) -> None:
+    replace_host_rows(conn, 1, "users", [{"uid": "0", "username": "root"}])
+    create_fact_tables(conn)
+    assert host_rows(conn, 1, "users") == [{"uid": "0", "username": "root"}]
+
+
+def query_plan(conn: sqlite3.Connection, sql: str) -> str:
+    return " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+
+
+def test_a_hosts_rows_are_found_through_the_host_first_key(conn: sqlite3.Connection) -> None:
+    plan = query_plan(conn, "SELECT * FROM fact_processes WHERE host_id = 7")
+    assert "USING PRIMARY KEY (host_id=?)" in plan
+
+
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [("deb_packages", "name"), ("file_lines", "path"), ("systemd_units", "id"), ("users", None)],
+)
+def test_lookups_within_a_host_seek_the_lookup_index(
+    conn: sqlite3.Connection, tmp_path: Path, table: str, column: str | None
+) -> None:
+    assert lookup_column(table) == column
+    if column is None:
+        return
+    # Other columns are needed too: without the planner hints SQLite would scan the host's
+    # rows instead. Statistics load with the schema, as in the evaluator's own connection.
+    reader = sqlite3.connect(tmp_path / "store.db")
+    sql = f"SELECT * FROM fact_{table} WHERE host_id = 7 AND {column} IN ('a', 'b')"
+    try:
+        assert f"INDEX fact_{table}_{column} (host_id=? AND {column}=?)" in query_plan(reader, sql)
+    finally:
+        reader.close()
+
+
+def test_planner_hints_never_replace_real_statistics(conn: sqlite3.Connection) -> None:
+    replace_host_rows(conn, 1, "users", [{"uid": str(uid)} for uid in range(3)])
+    conn.execute("ANALYZE fact_users")
+    create_fact_tables(conn)
+    stats = conn.execute("SELECT stat FROM sqlite_stat1 WHERE tbl = 'fact_users'").fetchall()
+    assert stats == [("3 3 1",)]
+    hint = "SELECT stat FROM sqlite_stat1 WHERE idx = 'fact_deb_packages_name'"
+    assert conn.execute(hint).fetchall() == [("100000 100 2 noskipscan",)]
+
+
+def test_replace_swaps_only_that_hosts_rows(conn: sqlite3.Connection) -> None:
+    replace_host_rows(conn, 1, "users", [{"uid": "0", "username": "root"}])
+    replace_host_rows(conn, 2, "users", [{"uid": "1000", "username": "ana"}])
+    replace_host_rows(conn, 1, "users", [{"uid": "1", "username": "daemon"}])
+    assert host_rows(conn, 1, "users") == [{"uid": "1", "username": "daemon"}]
+    assert host_rows(conn, 2, "users") == [{"uid": "1000", "username": "ana"}]
+
+
+def test_rows_keep_report_order_and_duplicates(conn: sqlite3.Connection) -> None:
+    rows = [{"path": "/etc/a", "line": "x"}, {"path": "/etc/a", "line": "x"}, {"path": "/b"}]
+    replace_host_rows(conn, 3, "file_lines", rows)
+    assert host_rows(conn, 3, "file_lines") == rows
+
+
+def test_unknown_columns_are_ignored_and_missing_ones_stored_as_null(
+    conn: sqlite3.Connection,
+) -> None:
+    replace_host_rows(conn, 1, "users", [{"username": "root", "password": "hunter2"}])
+    row = conn.execute("SELECT uid, username FROM fact_users WHERE host_id = 1").fetchone()
+    assert row == (None, "root")
+
+
+def test_quoted_column_names_like_key_path_and_type_store_values(
+    conn: sqlite3.Connection,
+) -> None:
+    row = {"key": "HKLM\\Software", "path": "HKLM\\Software\\x", "type": "REG_SZ", "data": "1"}
+    replace_host_rows(conn, 1, "registry", [row])
+    stored = conn.execute('SELECT "key", "path", "type" FROM fact_registry').fetchone()
+    assert stored == ("HKLM\\Software", "HKLM\\Software\\x", "REG_SZ")
+
+
+def test_affinity_types_numbers_and_keeps_empty_strings(conn: sqlite3.Connection) -> None:
+    replace_host_rows(conn, 1, "users", [{"uid": "0", "username": "root"}, {"uid": ""}])
+    typed = conn.execute("SELECT typeof(uid) FROM fact_users ORDER BY posture_row").fetchall()
+    assert typed == [("integer",), ("text",)]
+    assert conn.execute("SELECT count(*) FROM fact_users WHERE uid = 0").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM fact_users WHERE uid = ''").fetchone() == (1,)
+
+
+def test_delete_removes_only_that_hosts_rows(conn: sqlite3.Connection) -> None:
+    replace_host_rows(conn, 1, "processes", [{"pid": "1", "name": "init"}])
+    replace_host_rows(conn, 2, "processes", [{"pid": "1", "name": "systemd"}])
+    delete_host_rows(conn, 1, "processes")
+    assert host_rows(conn, 1, "processes") == []
+    assert host_rows(conn, 2, "processes") == [{"pid": "1", "name": "systemd"}]
+
+
+def test_the_caller_owns_the_transaction(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    replace_host_rows(conn, 1, "users", [{"uid": "0"}])
+    other = sqlite3.connect(tmp_path / "store.db", timeout=0)
+    try:
+        assert other.execute("SELECT count(*) FROM fact_users").fetchone() == (0,)
+        conn.commit()
+        assert other.execute("SELECT count(*) FROM fact_users").fetchone() == (1,)
+    finally:
+        other.close()
+
+
+def test_tables_outside_the_catalogue_are_refused(conn: sqlite3.Connection) -> None:
+    with pytest.raises(KeyError):
+        replace_host_rows(conn, 1, "hosts", [{"id": "1"}])
+    with pytest.raises(KeyError):
+        delete_host_rows(conn, 1, "hosts; DROP TABLE fact_users")
