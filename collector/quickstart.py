@@ -1,0 +1,144 @@
+"""``posture-collector quickstart``: the whole product on one machine, end to end.
+
+Starts a real collector (TLS with a local CA, the embedded SQLite store), enrolls this
+machine's agent with a fresh enroll secret, sends one collection, prints the machine's
+score and failing checks, writes the reports, and stops the collector. Every step is the
+same command a deployment would run, so the quickstart is also a smoke test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.policy.loader import load_packs
+from collector.policy.model import Status
+from collector.reports import build_report, render
+from collector.service import HostView, PostureService
+from collector.store import SqliteStore
+from collector.tls import ensure_local_pki
+
+__all__ = ["run_quickstart"]
+
+REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+def _step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+@contextmanager
+def _collector(directory: Path, port: int) -> Iterator[str]:
+    """A running ``posture-collector serve``; yields its address."""
+    log = (directory / "collector.log").open("ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "serve",
+            "--db",
+            str(directory / "collector.db"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--tls-dir",
+            str(directory / "tls"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    if "listening on" not in line:
+        process.wait(timeout=10)
+        raise RuntimeError(
+            f"the collector did not start (exit {process.returncode});"
+            f" see {directory / 'collector.log'}"
+        )
+    try:
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        log.close()
+
+
+def _agent(directory: Path, *args: str) -> None:
+    env = {**os.environ, "POSTURE_AGENT_STATE_DIR": str(directory / "agent")}
+    command = [sys.executable, "-m", "agent", *args]
+    with (directory / "agent.log").open("ab") as log:
+        completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=log)
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"posture-agent {args[0]} failed (exit {completed.returncode});"
+            f" see {directory / 'agent.log'}"
+        )
+    print("    " + completed.stdout.decode().strip(), flush=True)
+
+
+def _summary(service: PostureService, view: HostView) -> None:
+    score = view.score
+    percent = "n/a" if score.percent is None else f"{score.percent:.1f}%"
+    identity = view.host.identity
+    print(f"\nThis machine: {identity.hostname} ({identity.os_version}), host {view.host.id}")
+    print(
+        f"  compliance score {percent}  (pass {score.passed}, fail {score.failed},"
+        f" error {score.errors}, not applicable {score.notapplicable}, unknown {score.unknown})"
+    )
+    failing = [r for r in view.results if r.status in (Status.FAIL, Status.ERROR)]
+    if failing:
+        print("  checks to fix:")
+    for result in failing:
+        check = service.checks[result.check_id]
+        reason = f": {result.reason}" if result.status is Status.ERROR else ""
+        print(
+            f"    {result.status.value.upper():<5} {check.severity.value:<8} {check.title}{reason}"
+        )
+
+
+def run_quickstart(directory: Path, port: int) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    database = directory / "collector.db"
+    packs = load_packs(REPO_POLICIES)
+    _step(f"policy packs: {', '.join(f'{p.name} {p.version}' for p in packs)}")
+    pki = ensure_local_pki(directory / "tls")
+    store = SqliteStore(database)
+    service = PostureService(store, packs)
+    _, secret = service.create_enroll_secret(f"quickstart-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    with _collector(directory, port) as address:
+        _step(f"collector on {address} (TLS, CA {pki.ca_cert}), database {database}")
+        _step("enrolling this machine's agent")
+        _agent(
+            directory,
+            "enroll",
+            "--collector",
+            address,
+            "--ca-cert",
+            str(pki.ca_cert),
+            "--secret",
+            secret,
+        )
+        _step("collecting facts and streaming them to the collector")
+        _agent(directory, "once")
+    host = service.store.list_hosts()[-1]
+    view = service.host_view(host)
+    _summary(service, view)
+    reports = directory / "reports"
+    reports.mkdir(exist_ok=True)
+    views = service.host_views()
+    report = build_report(
+        views, service.fleet(views), service.packs, service.checks, service.clock()
+    )
+    for fmt, suffix in (("table", "txt"), ("json", "json"), ("csv", "csv")):
+        (reports / f"report.{suffix}").write_text(render(report, fmt))
+    print(f"\nReports: {reports}/report.txt, report.json, report.csv (sha256 {report.sha256})")
+    print(f"More: posture-collector host {host.id} --db {database}")
+    service.close()
+    store.close()
+    return 0

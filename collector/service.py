@@ -1,0 +1,209 @@
+"""The collector's domain service: enrollment, ingest, evaluation and the views on them.
+
+Transport (gRPC, CLI) calls these methods with domain records and turns the domain errors
+below into status codes or exit codes; storage sits behind ``SqliteStore``. Nothing here
+knows about gRPC or HTTP. Calls are synchronous and meant for one worker thread: SQLite has
+one writer at a time, and queuing writes in one thread avoids lock contention entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from collector.model import EnrollSecret, FactBatch, Host, HostIdentity, IngestOutcome, StoredResult
+from collector.policy.evaluate import Evaluator
+from collector.policy.model import Check, Pack, Status
+from collector.policy.plan import CollectionPlan, collection_plan
+from collector.scoring import FleetScore, HostScore, fleet_score, host_score
+from collector.store import HostExistsError, SqliteStore
+
+__all__ = [
+    "AlreadyEnrolledError",
+    "AuthenticationError",
+    "Enrollment",
+    "HostView",
+    "PostureService",
+    "ServiceError",
+    "hash_secret",
+]
+
+#: A host that has not reported for this many collection intervals is stale.
+STALE_AFTER_INTERVALS = 2
+
+
+class ServiceError(Exception):
+    """A request the service refuses; the message is safe to show to the caller."""
+
+
+class AuthenticationError(ServiceError):
+    """Wrong, unknown or revoked secret or credential."""
+
+
+class AlreadyEnrolledError(ServiceError):
+    """This machine's identity is enrolled already; taking it over needs an admin."""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    host: Host
+    credential: str
+    plan: CollectionPlan
+
+
+@dataclass(frozen=True)
+class HostView:
+    """A host with its score and results as an analyst should read them right now."""
+
+    host: Host
+    stale: bool
+    score: HostScore
+    results: tuple[StoredResult, ...]
+
+
+def hash_secret(secret: str) -> str:
+    """Secrets and credentials are 256-bit random values, so SHA-256 suffices to store them."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PostureService:
+    def __init__(
+        self,
+        store: SqliteStore,
+        packs: Sequence[Pack],
+        *,
+        interval_seconds: int = 300,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.packs = tuple(packs)
+        self.checks: dict[str, Check] = {c.id: c for pack in packs for c in pack.checks}
+        self.interval_seconds = interval_seconds
+        self.clock = clock
+        self.evaluator = Evaluator(store.path, list(self.checks.values()))
+        self._plans: dict[str, CollectionPlan] = {}
+        store.record_packs(self.packs, clock())
+
+    def close(self) -> None:
+        self.evaluator.close()
+
+    # Enrollment and identity ----------------------------------------------------------
+
+    def create_enroll_secret(self, name: str) -> tuple[EnrollSecret, str]:
+        """A new secret, returned in clear exactly once; only its hash is kept."""
+        secret = secrets.token_urlsafe(32)
+        return self.store.create_enroll_secret(name, hash_secret(secret), self.clock()), secret
+
+    def enroll(self, enroll_secret: str, identity: HostIdentity) -> Enrollment:
+        secret = self.store.find_live_enroll_secret(hash_secret(enroll_secret))
+        if secret is None:
+            raise AuthenticationError("enroll secret is wrong or revoked")
+        if not identity.hardware_uuid or identity.platform not in {"linux", "darwin", "windows"}:
+            raise ServiceError("host identity needs a hardware_uuid and a known platform")
+        credential = secrets.token_urlsafe(32)
+        try:
+            host = self.store.create_host(
+                identity, hash_secret(credential), secret, self.interval_seconds, self.clock()
+            )
+        except HostExistsError:
+            raise AlreadyEnrolledError(
+                f"a host with hardware uuid {identity.hardware_uuid} is already enrolled;"
+                " re-enrolling it needs an administrator"
+            ) from None
+        return Enrollment(host, credential, self.plan_for(identity.platform))
+
+    def authenticate(self, credential: str) -> Host:
+        host = self.store.host_by_credential(hash_secret(credential)) if credential else None
+        if host is None:
+            raise AuthenticationError("unknown agent credential")
+        if host.credential_revoked:
+            raise AuthenticationError(f"agent credential of host {host.id} is revoked")
+        return host
+
+    def plan_for(self, platform: str) -> CollectionPlan:
+        if platform not in self._plans:
+            self._plans[platform] = collection_plan(self.packs, platform, self.interval_seconds)
+        return self._plans[platform]
+
+    # Ingest and evaluation ------------------------------------------------------------
+
+    def ingest(self, host: Host, batch: FactBatch) -> IngestOutcome:
+        """Store the batch (once), then re-evaluate only the checks whose tables changed."""
+        outcome = self.store.apply_batch(host.id, batch, self.clock())
+        if outcome.changed_tables:
+            self.evaluate_host(host, outcome.changed_tables)
+        return outcome
+
+    def evaluate_host(self, host: Host, only_tables: Collection[str] | None = None) -> None:
+        states = self.store.table_states(host.id)
+        table_status = {name: (state.error or None) for name, state in states.items()}
+        results = self.evaluator.evaluate(
+            host.id, host.identity.platform, table_status, only_tables
+        )
+        now = self.clock()
+        stored = [
+            StoredResult(host.id, r.check_id, r.status, r.reason, r.evidence, now, now)
+            for r in results
+        ]
+        self.store.save_results(host.id, stored, now)
+
+    def evaluate_all(self) -> int:
+        """Re-evaluate every host (on start: packs may have changed, or a crash cut a run)."""
+        hosts = self.store.list_hosts()
+        for host in hosts:
+            self.evaluate_host(host)
+        return len(hosts)
+
+    # Views ----------------------------------------------------------------------------
+
+    def is_stale(self, host: Host) -> bool:
+        if host.last_collected_at is None:
+            return True
+        limit = timedelta(seconds=STALE_AFTER_INTERVALS * host.interval_seconds)
+        return self.clock() - host.last_collected_at > limit
+
+    def host_view(self, host: Host) -> HostView:
+        results = tuple(r for r in self.store.results_for(host.id) if r.check_id in self.checks)
+        stale = self.is_stale(host)
+        if stale:
+            results = tuple(self._as_stale(host, result) for result in results)
+        return HostView(host, stale, self._score(results), results)
+
+    def _as_stale(self, host: Host, result: StoredResult) -> StoredResult:
+        """Results of a stale host read as unknown: the facts behind them may be out of date."""
+        if result.status is Status.NOTAPPLICABLE:
+            return result
+        seen = host.last_collected_at.isoformat() if host.last_collected_at else "never"
+        reason = f"host is stale (last collected {seen}); was {result.status.value}"
+        return replace(result, status=Status.UNKNOWN, reason=reason)
+
+    def _score(self, results: Sequence[StoredResult]) -> HostScore:
+        return host_score((self.checks[r.check_id].severity, r.status) for r in results)
+
+    def host_views(self) -> list[HostView]:
+        return [self.host_view(host) for host in self.store.list_hosts()]
+
+    def fleet(self, views: Sequence[HostView] | None = None) -> FleetScore:
+        views = self.host_views() if views is None else views
+        return fleet_score(
+            [(self.checks[r.check_id].severity, r.status) for r in view.results] for view in views
+        )
+
+    def find_host(self, reference: str) -> Host:
+        hosts = self.store.find_hosts(reference)
+        if not hosts:
+            raise ServiceError(f"no host matches {reference!r}")
+        if len(hosts) > 1:
+            ids = ", ".join(str(host.id) for host in hosts)
+            raise ServiceError(f"{reference!r} matches several hosts ({ids}); use the id")
+        return hosts[0]
+
+    def revoke_credential(self, host: Host) -> None:
+        self.store.revoke_credential(host.id, self.clock())
