@@ -129,18 +129,26 @@ def test_rpm_query_output_parses_and_blanks_none() -> None:
     assert (rows[2]["arch"], rows[2]["source"], rows[2]["vendor"]) == ("", "", "")
 
 
-def test_rpm_packages_run_rpm_through_the_runner() -> None:
+def test_rpm_packages_run_rpm_through_the_runner(tmp_path: Path) -> None:
     command = ("rpm", "-qa", "--queryformat", packages.RPM_QUERY)
     replay = RecordedRunner({command: RPM_OUTPUT})
-    assert len(packages.collect_rpm_packages(replay)) == 3
+    (tmp_path / "rpmdb.sqlite").write_bytes(b"")
+    assert len(packages.collect_rpm_packages(replay, (tmp_path,))) == 3
     assert replay.calls == [command]
 
 
-def test_rpm_failure_is_a_probe_error() -> None:
+def test_no_package_database_is_an_empty_table_not_an_error(tmp_path: Path) -> None:
+    replay = RecordedRunner({})
+    assert packages.collect_rpm_packages(replay, (tmp_path / "absent",)) == []
+    assert replay.calls == []
+
+
+def test_rpm_failure_is_a_probe_error(tmp_path: Path) -> None:
     failure = ProbeError("rpm exited with status 1: error: cannot open Packages database")
     command = ("rpm", "-qa", "--queryformat", packages.RPM_QUERY)
+    (tmp_path / "Packages").write_bytes(b"")
     with pytest.raises(ProbeError, match="Packages database"):
-        packages.collect_rpm_packages(RecordedRunner({command: failure}))
+        packages.collect_rpm_packages(RecordedRunner({command: failure}), (tmp_path,))
 
 
 @pytest.mark.skipif(

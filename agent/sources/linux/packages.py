@@ -92,6 +92,9 @@ def parse_dpkg_status(text: str, admindir: str = str(DPKG_ADMINDIR)) -> list[Row
 
 
 def collect_deb_packages() -> list[Row]:
+    """No dpkg database means no deb packages (an RPM host), as osquery reports it: empty."""
+    if not (DPKG_ADMINDIR / "status").is_file():
+        return []
     status = read_required(DPKG_ADMINDIR / "status", "deb_packages")
     return parse_dpkg_status(status, str(DPKG_ADMINDIR))
 
@@ -156,5 +159,8 @@ def rpm_database_present(directories: tuple[Path, ...] = RPM_DB_DIRS) -> bool:
     return False
 
 
-def collect_rpm_packages(runner: Runner) -> list[Row]:
+def collect_rpm_packages(runner: Runner, directories: tuple[Path, ...] = RPM_DB_DIRS) -> list[Row]:
+    """No rpm database means no rpm packages (a Debian host), as osquery reports it: empty."""
+    if not rpm_database_present(directories):
+        return []
     return parse_rpm_query(runner.run(["rpm", "-qa", "--queryformat", RPM_QUERY], timeout=60.0))

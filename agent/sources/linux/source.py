@@ -54,6 +54,8 @@ _ALWAYS = frozenset(
         "logged_in_users",
         "mounts",
         "disk_encryption",
+        "deb_packages",
+        "rpm_packages",
         "system_controls",
         "systemd_units",
         "file",
@@ -108,12 +110,9 @@ class LinuxNativeSource:
         """Every table in ``_ALWAYS``, plus those whose data source exists on this host."""
         if not self.available():
             return frozenset()
-        optional = {
-            "deb_packages": (packages.DPKG_ADMINDIR / "status").is_file(),
-            "rpm_packages": packages.rpm_database_present(),
-            "kernel_modules": kernel.PROC_MODULES.exists(),
-        }
-        return _ALWAYS | {table for table, present in optional.items() if present}
+        if kernel.PROC_MODULES.exists():
+            return _ALWAYS | {"kernel_modules"}
+        return _ALWAYS
 
     def collect(self, request: TableRequest) -> list[Row]:
         if request.name not in self.tables():

@@ -1,0 +1,159 @@
+"""``posture-agent``: a thin command line over the agent's modules.
+
+Exit codes: 0 success, 1 the work could not finish (collector unreachable: data stays
+spooled), 2 usage or configuration errors (bad plan, not enrolled, refused credential).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from agent.collect import collect
+from agent.daemon import AGENT_VERSION, Agent
+from agent.identity import host_identity
+from agent.plan import CollectionPlan, PlanError, load_plan, plan_from_packs
+from agent.sources import default_sources, platform
+from agent.sources.base import FactSource, TableRequest
+from agent.spool import Enrollment, Spool
+from agent.transport import TransportError, enroll, open_channel
+
+__all__ = ["main"]
+
+log = logging.getLogger("posture.agent")
+REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: exit code 2."""
+
+
+def _default_state_dir() -> Path:
+    if env := os.environ.get("POSTURE_AGENT_STATE_DIR"):
+        return Path(env)
+    if os.name == "posix" and os.geteuid() == 0:
+        return Path("/var/lib/posture-agent")
+    return Path.home() / ".local" / "state" / "posture-agent"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posture-agent", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("--osquery-socket", help="osqueryd extension socket (default per OS)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    facts = commands.add_parser("facts", help="print this machine's fact tables as JSON")
+    facts.add_argument("--table", action="append", help="only this table (repeatable)")
+    facts.add_argument("--plan", type=Path, help="collection plan JSON (default: from packs)")
+    facts.add_argument("--policies", type=Path, default=REPO_POLICIES, help="policy packs")
+
+    for name, text in (
+        ("enroll", "enroll this machine with a collector"),
+        ("once", "collect once, send everything spooled, and exit"),
+        ("run", "run as a daemon: collect on the plan's interval and stream"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument(
+            "--state-dir", type=Path, default=_default_state_dir(), help="spool and credential"
+        )
+    enroll_cmd = commands.choices["enroll"]
+    enroll_cmd.add_argument("--collector", required=True, help="HOST:PORT of the collector")
+    enroll_cmd.add_argument("--ca-cert", type=Path, required=True, help="CA that signed it")
+    enroll_cmd.add_argument(
+        "--secret", default=os.environ.get("POSTURE_ENROLL_SECRET"), help="enroll secret"
+    )
+    commands.choices["once"].add_argument("--timeout", type=float, default=120.0)
+    return parser
+
+
+def _facts(args: argparse.Namespace, sources: list[FactSource]) -> int:
+    plan = load_plan(args.plan) if args.plan else plan_from_packs(args.policies, platform())
+    if args.table:
+        wanted = set(args.table)
+        unknown = wanted - {table.name for table in plan.tables}
+        tables = [t for t in plan.tables if t.name in wanted]
+        tables += [TableRequest(name) for name in sorted(unknown)]
+        plan = CollectionPlan(plan.version, plan.interval_seconds, tuple(tables))
+    json.dump(collect(plan, sources).as_json(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+async def _enroll(args: argparse.Namespace, sources: list[FactSource]) -> int:
+    if not args.secret:
+        raise UsageError("an enroll secret is needed: --secret or POSTURE_ENROLL_SECRET")
+    spool = Spool(args.state_dir / "agent.db")
+    if (existing := spool.enrollment()) is not None:
+        print(f"already enrolled as host {existing.host_id} with {existing.collector}")
+        return 0
+    identity = await asyncio.to_thread(host_identity, sources, AGENT_VERSION)
+    ca_cert = args.ca_cert.resolve()
+    async with open_channel(args.collector, ca_cert) as channel:
+        host_id, credential, plan = await enroll(channel, args.secret, identity)
+    enrollment = Enrollment(args.collector, str(ca_cert), host_id, credential)
+    spool.save_enrollment(enrollment, json.dumps(plan.to_dict()))
+    print(f"enrolled as host {host_id} with {args.collector}; state in {args.state_dir}")
+    return 0
+
+
+def _agent(args: argparse.Namespace, sources: list[FactSource]) -> tuple[Agent, Enrollment]:
+    spool = Spool(args.state_dir / "agent.db")
+    enrollment = spool.enrollment()
+    if enrollment is None:
+        raise UsageError(f"not enrolled (no credential in {args.state_dir}): run enroll first")
+    plan = CollectionPlan.from_dict(json.loads(spool.get("plan") or "{}"))
+    return Agent(spool, sources, plan), enrollment
+
+
+async def _once(args: argparse.Namespace, sources: list[FactSource]) -> int:
+    agent, enrollment = _agent(args, sources)
+    seq = await agent.collect_once()
+    try:
+        await asyncio.wait_for(agent.session(enrollment, drain=True), timeout=args.timeout)
+    except (TransportError, TimeoutError) as error:
+        pending = agent.spool.pending_count()
+        print(
+            f"could not deliver to {enrollment.collector}: {error or 'timed out'};"
+            f" {pending} batch(es) stay spooled and will be resent",
+            file=sys.stderr,
+        )
+        if isinstance(error, TransportError) and not error.retryable:
+            return 2
+        return 1
+    print(f"batch {seq} delivered to {enrollment.collector} (host {enrollment.host_id})")
+    return 0
+
+
+async def _run(args: argparse.Namespace, sources: list[FactSource]) -> int:
+    agent, enrollment = _agent(args, sources)
+    log.info("agent %s running for host %s", AGENT_VERSION, enrollment.host_id)
+    await agent.run(enrollment)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    sources = default_sources(args.osquery_socket)
+    try:
+        if args.command == "facts":
+            return _facts(args, sources)
+        handler = {"enroll": _enroll, "once": _once, "run": _run}[args.command]
+        return asyncio.run(handler(args, sources))
+    except (UsageError, PlanError, ValueError) as error:
+        print(f"posture-agent: {error}", file=sys.stderr)
+        return 2
+    except TransportError as error:
+        print(f"posture-agent: collector refused: {error}", file=sys.stderr)
+        return 2 if not error.retryable else 1
+    except KeyboardInterrupt:
+        return 130

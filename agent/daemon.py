@@ -1,0 +1,187 @@
+"""The agent's loop: collect on the plan's interval, spool, stream, reconnect.
+
+Collection and streaming are independent: collections keep landing in the spool while the
+collector is unreachable, and every (re)connection starts by resending whatever is still
+unacknowledged, oldest first. Blocking work (probes, SQLite) runs in worker threads so the
+stream keeps answering keepalives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from agent.collect import collect
+from agent.plan import CollectionPlan
+from agent.sources.base import FactSource
+from agent.spool import Enrollment, Spool
+from agent.transport import (
+    Ack,
+    AgentStream,
+    CollectRequest,
+    PlanUpdate,
+    ResendRequest,
+    TransportError,
+    open_channel,
+)
+
+__all__ = ["AGENT_VERSION", "Agent"]
+
+log = logging.getLogger("posture.agent")
+
+try:
+    AGENT_VERSION = version("posture")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    AGENT_VERSION = "0.0.0"
+
+#: Batches written to the stream but not yet acknowledged, at most.
+IN_FLIGHT = 32
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 300.0
+#: A collection request arriving this soon after a collection is already satisfied.
+RECENT_SECONDS = 10.0
+
+
+class Agent:
+    def __init__(self, spool: Spool, sources: Sequence[FactSource], plan: CollectionPlan) -> None:
+        self.spool = spool
+        self.sources = sources
+        self.plan = plan
+        self._spooled = asyncio.Event()
+        self._collect_now = asyncio.Event()
+        self._last_collection = float("-inf")
+        self._collecting = False
+
+    # Collection -----------------------------------------------------------------------
+
+    async def collect_once(self) -> int:
+        """Collect the plan's tables and spool the changes; returns the new batch's seq."""
+        started = time.monotonic()
+        self._collecting = True
+        try:
+            collection = await asyncio.to_thread(collect, self.plan, self.sources)
+            seq, changed = await asyncio.to_thread(
+                self.spool.spool, collection, int(time.time() * 1000), self.plan.version
+            )
+        finally:
+            self._collecting = False
+        self._last_collection = time.monotonic()
+        log.info(
+            "collected %d tables in %.2fs: batch %d with %d changed",
+            len(collection.tables),
+            self._last_collection - started,
+            seq,
+            changed,
+        )
+        self._spooled.set()
+        return seq
+
+    async def _collect_forever(self) -> None:
+        while True:
+            await self.collect_once()
+            delay = self.plan.interval_seconds * random.uniform(0.9, 1.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._collect_now.wait(), timeout=delay)
+            self._collect_now.clear()
+
+    # Streaming ------------------------------------------------------------------------
+
+    def _handle(self, event: Ack | PlanUpdate | CollectRequest | ResendRequest) -> None:
+        if isinstance(event, Ack):
+            self.spool.acknowledge(event.seq)
+        elif isinstance(event, PlanUpdate):
+            log.info("collector sent plan %s", event.plan.version)
+            self.plan = event.plan
+            self.spool.put({"plan": json.dumps(event.plan.to_dict())})
+            self._collect_now.set()
+        elif isinstance(event, ResendRequest):
+            log.info("collector asks for a full resend of %s: %s", event.tables, event.reason)
+            self.spool.forget_sent(event.tables or None)
+            self._collect_now.set()
+        elif time.monotonic() - self._last_collection > RECENT_SECONDS:
+            log.info("collector asks for a collection: %s", event.reason)
+            self._collect_now.set()
+
+    async def _send_pending(self, stream: AgentStream, window: asyncio.Semaphore) -> None:
+        sent = 0
+        while True:
+            self._spooled.clear()
+            batches = await asyncio.to_thread(self.spool.pending, sent)
+            for batch in batches:
+                await window.acquire()
+                await stream.send(batch)
+                sent = batch.seq
+            if not batches:
+                await self._spooled.wait()
+
+    async def _receive(self, stream: AgentStream, window: asyncio.Semaphore, drain: bool) -> None:
+        while True:
+            event = await stream.receive()
+            await asyncio.to_thread(self._handle, event)
+            if isinstance(event, Ack):
+                window.release()
+            if drain and self._idle() and self.spool.pending_count() == 0:
+                return
+
+    def _idle(self) -> bool:
+        return not (self._collect_now.is_set() or self._collecting)
+
+    async def session(self, enrollment: Enrollment, *, drain: bool = False) -> None:
+        """One connection: hello, resend the spool, then stream new batches.
+
+        With ``drain`` it returns once nothing is left to send (``posture-agent once``).
+        """
+        async with open_channel(enrollment.collector, Path(enrollment.ca_cert)) as channel:
+            stream = AgentStream(channel, enrollment.credential)
+            await stream.hello(AGENT_VERSION, self.plan.version)
+            window = asyncio.Semaphore(IN_FLIGHT)
+            tasks = [
+                asyncio.create_task(self._send_pending(stream, window)),
+                asyncio.create_task(self._receive(stream, window, drain)),
+            ]
+            if drain:
+                tasks.append(asyncio.create_task(self._collect_on_request()))
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await stream.close()
+
+    async def _collect_on_request(self) -> None:
+        while True:
+            await self._collect_now.wait()
+            self._collect_now.clear()
+            await self.collect_once()
+
+    async def run(self, enrollment: Enrollment) -> None:
+        """The daemon: collect on the interval, stay connected, back off when refused."""
+        collector = asyncio.create_task(self._collect_forever())
+        backoff = BACKOFF_FIRST
+        try:
+            while True:
+                connected_at = time.monotonic()
+                try:
+                    await self.session(enrollment)
+                except TransportError as error:
+                    level = logging.WARNING if error.retryable else logging.ERROR
+                    log.log(level, "collector %s: %s", enrollment.collector, error)
+                    if not error.retryable:
+                        backoff = BACKOFF_MAX
+                    elif time.monotonic() - connected_at > BACKOFF_MAX:
+                        backoff = BACKOFF_FIRST  # the link was healthy for a while
+                delay = random.uniform(0, backoff)
+                pending = self.spool.pending_count()
+                log.info("reconnecting in %.1fs (%d batches spooled)", delay, pending)
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        finally:
+            collector.cancel()
