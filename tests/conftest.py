@@ -1,0 +1,116 @@
+"""Shared fixtures: real collector and agent processes on loopback with real TLS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from collector.tls import LocalPki, ensure_local_pki
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = ROOT / "policies"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPki:
+    return ensure_local_pki(tmp_path_factory.mktemp("tls"))
+
+
+@dataclass
+class Collector:
+    """A real ``posture-collector serve`` process on 127.0.0.1."""
+
+    db: Path
+    pki: LocalPki
+    interval: int = 300
+    extra: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    address: str = ""
+    port: int = 0
+    _log: IO[bytes] | None = None
+
+    def start(self) -> str:
+        listen = f"127.0.0.1:{self.port}"
+        command = [
+            sys.executable, "-m", "collector", "serve", "--db", str(self.db),
+            "--listen", listen, "--tls-cert", str(self.pki.server_cert),
+            "--tls-key", str(self.pki.server_key), "--policies", str(POLICIES),
+            "--interval", str(self.interval), *self.extra,
+        ]  # fmt: skip
+        self._log = (self.db.parent / "collector.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode()
+        assert "listening on" in line, (self.db.parent / "collector.log").read_text()
+        self.address = line.rsplit(" ", 1)[1].strip()
+        self.port = int(self.address.rsplit(":", 1)[1])  # a restart reuses the port
+        return self.address
+
+    def kill(self) -> None:
+        """kill -9: no grace, no cleanup, as a crash or power cut would."""
+        assert self.process is not None
+        self.process.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        assert self.process is not None and self._log is not None
+        self.process.wait(timeout=30)
+        if self.process.stdout:
+            self.process.stdout.close()
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self._reap()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "collector", *args, "--db", str(self.db),
+                   "--policies", str(POLICIES)]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, check=check, timeout=60)
+
+    def enroll_secret(self, name: str = "test") -> str:
+        return self.cli("enroll-secret", "create", name).stdout.strip()
+
+
+@pytest.fixture
+def collector(tmp_path: Path, pki: LocalPki) -> Iterator[Collector]:
+    server = Collector(db=tmp_path / "collector.db", pki=pki)
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class AgentProcess:
+    """Runs ``posture-agent`` commands as real processes with their own state dir."""
+
+    state_dir: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "POSTURE_AGENT_STATE_DIR": str(self.state_dir)}
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "agent", *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, env=self.env(), timeout=timeout
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        with (self.state_dir.parent / "agent.log").open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "agent", *args], env=self.env(), stdout=log, stderr=log
+            )
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> AgentProcess:
+    return AgentProcess(tmp_path / "agent")
