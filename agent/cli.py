@@ -18,6 +18,10 @@ from agent.collect import collect
 from agent.daemon import AGENT_VERSION, Agent
 from agent.identity import host_identity
 from agent.plan import CollectionPlan, PlanError, load_plan, plan_from_packs
+from agent.service import ServiceError, agent_service, render_definition
+from agent.service.install import install_unit
+from agent.service.model import PLATFORMS
+from agent.service.systemd import UNIT_DIR, local_systemd_version
 from agent.sources import default_sources, platform
 from agent.sources.base import FactSource, TableRequest
 from agent.spool import Enrollment, Spool
@@ -68,7 +72,33 @@ def _parser() -> argparse.ArgumentParser:
         "--secret", default=os.environ.get("POSTURE_ENROLL_SECRET"), help="enroll secret"
     )
     commands.choices["once"].add_argument("--timeout", type=float, default=120.0)
+    _add_install_service(commands)
     return parser
+
+
+def _add_install_service(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    service = commands.add_parser(
+        "install-service",
+        help="install the agent as a system service (systemd), or print its definition",
+        description="Print (--print) the systemd unit, launchd plist or Windows service script"
+        " for running `posture-agent run` as a service, or, on Linux as root, write the unit"
+        f" to {UNIT_DIR}. See docs/agent-service.md.",
+    )
+    service.add_argument("--print", action="store_true", help="print the definition only")
+    service.add_argument("--platform", choices=PLATFORMS, help="target platform (default: this)")
+    service.add_argument("--state-dir", help="the service's state directory (default per platform)")
+    service.add_argument(
+        "--executable",
+        help="posture-agent to run (Windows: the python.exe hosting the service);"
+        " default: the one beside this interpreter",
+    )
+    service.add_argument(
+        "--unit-dir",
+        type=Path,
+        default=Path(UNIT_DIR),
+        help=f"Linux: where the unit goes ({UNIT_DIR})",
+    )
+    service.add_argument("--force", action="store_true", help="replace a unit that differs")
 
 
 def _facts(args: argparse.Namespace, sources: list[FactSource]) -> int:
@@ -136,6 +166,39 @@ async def _run(args: argparse.Namespace, sources: list[FactSource]) -> int:
     return 0
 
 
+def _install_service(args: argparse.Namespace) -> int:
+    this_platform = platform()
+    target = args.platform or this_platform
+    options = ("--osquery-socket", args.osquery_socket) if args.osquery_socket else ()
+    service = agent_service(
+        target,
+        this_platform,
+        state_dir=args.state_dir,
+        executable=args.executable,
+        agent_options=options,
+    )
+    local_linux = target == this_platform == "linux"
+    version = local_systemd_version() if local_linux else None
+    definition = render_definition(service, version, str(args.unit_dir))
+    if args.print:
+        sys.stdout.write(definition.text)
+    elif not local_linux:
+        raise UsageError(
+            f"install-service writes the service only on Linux; for {target}, run"
+            f" `posture-agent install-service --print --platform {target}` and follow its steps"
+        )
+    else:
+        result = install_unit(
+            definition.text, args.unit_dir, Path(service.state_dir), force=args.force
+        )
+        print(f"{'wrote' if result.changed else 'already up to date:'} {result.path}")
+    if target != this_platform:
+        print(f"# paths are the documented {target} install locations", file=sys.stderr)
+    for step in definition.steps:
+        print(f"# next: {step}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -143,13 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    sources = default_sources(args.osquery_socket)
+    needs_sources = args.command != "install-service"
+    sources = default_sources(args.osquery_socket) if needs_sources else []
     try:
+        if args.command == "install-service":
+            return _install_service(args)
         if args.command == "facts":
             return _facts(args, sources)
         handler = {"enroll": _enroll, "once": _once, "run": _run}[args.command]
         return asyncio.run(handler(args, sources))
-    except (UsageError, PlanError, ValueError) as error:
+    except (UsageError, PlanError, ServiceError, ValueError) as error:
         print(f"posture-agent: {error}", file=sys.stderr)
         return 2
     except TransportError as error:

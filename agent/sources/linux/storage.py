@@ -21,6 +21,10 @@ from agent.sources.linux.common import make_row, read_optional, read_required
 __all__ = ["NETWORK_FILESYSTEMS", "collect_mounts", "mount_rows", "parse_proc_mounts"]
 
 PROC_MOUNTS = Path("/proc/mounts")
+#: The host's mount table as PID 1 sees it. A sandboxed agent service (systemd's
+#: ProtectSystem, PrivateTmp) has its own mount namespace, so its /proc/mounts shows mounts
+#: the host does not have (a private /tmp, read-only flags) and would mislead mount checks.
+HOST_MOUNTS = Path("/proc/1/mounts")
 SYS_DEV_BLOCK = Path("/sys/dev/block")
 
 NETWORK_FILESYSTEMS = frozenset(
@@ -120,4 +124,5 @@ def mount_rows(entries: list[tuple[str, str, str, str]]) -> list[Row]:
 
 
 def collect_mounts() -> list[Row]:
-    return mount_rows(parse_proc_mounts(read_required(PROC_MOUNTS, "mounts")))
+    text = read_optional(HOST_MOUNTS) or read_required(PROC_MOUNTS, "mounts")
+    return mount_rows(parse_proc_mounts(text))
