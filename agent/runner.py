@@ -23,12 +23,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from agent.sources.base import ProbeError
 
-__all__ = ["DEFAULT_RUNNER", "CommandRunner", "RecordedRunner", "Runner", "run"]
+__all__ = ["DEFAULT_RUNNER", "SUCCESS", "CommandRunner", "RecordedRunner", "Runner", "run"]
 
 _POSIX = sys.platform != "win32"
 
@@ -41,11 +41,21 @@ _REAP_SECONDS = 1.0
 #: How much of a failing program's stderr an error message keeps.
 _STDERR_LIMIT = 400
 
+#: The exit statuses that mean success unless a probe says otherwise.
+SUCCESS = frozenset({0})
+
 
 class Runner(Protocol):
     """Something that runs a program and returns its standard output."""
 
-    def run(self, argv: Sequence[str], timeout: float = 10.0) -> str:
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float = 10.0,
+        ok_statuses: Collection[int] = SUCCESS,
+        *,
+        with_stderr: bool = False,
+    ) -> str:
         """``argv``'s stdout as text; raises ProbeError when it cannot run or fails."""
         ...
 
@@ -53,11 +63,23 @@ class Runner(Protocol):
 class CommandRunner:
     """Runs real programs (the default); see the module docstring for the guarantees."""
 
-    def run(self, argv: Sequence[str], timeout: float = 10.0) -> str:
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float = 10.0,
+        ok_statuses: Collection[int] = SUCCESS,
+        *,
+        with_stderr: bool = False,
+    ) -> str:
         """Run ``argv`` and return its stdout, decoded as UTF-8 (bad bytes replaced).
 
         Raises ProbeError when the program is missing or cannot start, runs longer than
-        ``timeout`` seconds (it is killed first), or exits non-zero (trimmed stderr included).
+        ``timeout`` seconds (it is killed first), or exits with a status outside
+        ``ok_statuses`` (trimmed stderr included). Some tools report a state through their
+        status (``spctl --status`` says "disabled" and exits 1): their probes pass the
+        statuses that still carry an answer, and parse stdout. ``with_stderr`` returns
+        stderr too, interleaved as written, for tools that print part of their answer
+        there (``softwareupdate`` prints "No new software available." on stderr).
         """
         if not argv:
             raise ValueError("an empty command line cannot be run")
@@ -67,7 +89,7 @@ class CommandRunner:
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.STDOUT if with_stderr else subprocess.PIPE,
                 env=_child_environment(),
                 start_new_session=_POSIX,
             )
@@ -83,8 +105,10 @@ class CommandRunner:
             raise ProbeError(
                 f"{program} did not finish within {timeout:g} s and was killed"
             ) from None
-        if process.returncode != 0:
-            raise ProbeError(_failure_reason(program, process.returncode, stderr))
+        if process.returncode not in ok_statuses:
+            raise ProbeError(
+                _failure_reason(program, process.returncode, stdout if stderr is None else stderr)
+            )
         return stdout.decode("utf-8", errors="replace")
 
 
@@ -142,7 +166,14 @@ class RecordedRunner:
         self._recordings = dict(recordings)
         self.calls: list[tuple[str, ...]] = []
 
-    def run(self, argv: Sequence[str], timeout: float = 10.0) -> str:
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float = 10.0,
+        ok_statuses: Collection[int] = SUCCESS,
+        *,
+        with_stderr: bool = False,
+    ) -> str:
         command = tuple(argv)
         self.calls.append(command)
         recorded = self._recordings.get(command)
@@ -157,6 +188,12 @@ class RecordedRunner:
 DEFAULT_RUNNER = CommandRunner()
 
 
-def run(argv: Sequence[str], timeout: float = 10.0) -> str:
+def run(
+    argv: Sequence[str],
+    timeout: float = 10.0,
+    ok_statuses: Collection[int] = SUCCESS,
+    *,
+    with_stderr: bool = False,
+) -> str:
     """``DEFAULT_RUNNER.run``: for callers that never need to substitute the runner."""
-    return DEFAULT_RUNNER.run(argv, timeout)
+    return DEFAULT_RUNNER.run(argv, timeout, ok_statuses, with_stderr=with_stderr)

@@ -55,9 +55,9 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def like_any_path(patterns: Iterable[str]) -> str:
+def like_any_path(patterns: Iterable[str], column: str = "path") -> str:
     """``path LIKE 'a' OR path LIKE 'b'``: osquery expands each pattern (``%`` wildcards)."""
-    return " OR ".join(f"{quote_identifier('path')} LIKE {quote_literal(p)}" for p in patterns)
+    return " OR ".join(f"{quote_identifier(column)} LIKE {quote_literal(p)}" for p in patterns)
 
 
 class OsquerySource:
@@ -147,8 +147,10 @@ class OsquerySource:
         """The WHERE condition for a path table ("" when no paths), None for other tables."""
         if request.name not in PATH_TABLES:
             return None
+        # A plan's registry paths are key paths (osquery's ``key`` column), not value paths.
+        column = "key" if request.name == "registry" else "path"
         try:
-            return like_any_path(request.paths)
+            return like_any_path(request.paths, column)
         except ValueError as exc:
             raise ProbeError(f"osquery: cannot ask for {request.name}: {exc}") from exc
 

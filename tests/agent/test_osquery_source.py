@@ -243,6 +243,24 @@ def test_path_table_is_filtered_by_like_patterns(source: OsquerySource) -> None:
     assert all(tuple(row) == columns_for("file", "linux") for row in rows)
 
 
+def test_registry_is_filtered_by_key_not_value_path(socket_path: str) -> None:
+    key = r"HKEY_LOCAL_MACHINE\SOFTWARE\Policies\Microsoft\Windows\Control Panel\Desktop"
+    values = [
+        {
+            "key": key,
+            "path": key + r"\ScreenSaveTimeOut",
+            "name": "ScreenSaveTimeOut",
+            "data": "900",
+        },
+        {"key": key + "X", "path": key + r"X\Other", "name": "Other", "data": "1"},
+    ]
+    with fake.serve_fake_osqueryd(socket_path, {"registry": values}):
+        windows = OsquerySource(socket_path, platform="windows")
+        rows = windows.collect(TableRequest("registry", (key,)))
+        windows.close()
+    assert [row["name"] for row in rows] == ["ScreenSaveTimeOut"]
+
+
 def test_path_with_a_quote_is_escaped(source: OsquerySource, osqueryd: Any) -> None:
     rows = source.collect(TableRequest("file", (QUOTED_PATH,)))
     assert [row["path"] for row in rows] == [QUOTED_PATH]

@@ -4,10 +4,32 @@ This is part of the v1 contract between agent and collector, next to the ``.prot
 travels in: the agent fills these tables (whichever source it uses), the collector stores
 them in typed columns, and policy SQL is validated against them. Names and columns follow
 osquery's specs (``specs/**/*.table``, osquery 5.23) so Fleet's queries run unmodified;
-tables osquery lacks (``file_lines``) keep osquery's naming style and are marked here.
+tables osquery lacks keep osquery's naming style and are marked ``extension=True``
+(``TableSchema.posture_extension``): ``file_lines``, ``windows_firewall_profiles``,
+``windows_defender_status``, ``windows_local_group_members``, ``windows_device_join``,
+``software_update``, ``software_update_available``, ``macos_screenlock_policy``,
+``macos_firmware_password`` and ``mdm`` (named and shaped like Fleet's fleetd table of that
+name, for the columns filled). ``docs/tables.md`` says which source fills each table on each
+platform, and how enum numbers are decoded into these values.
 
 Values travel as strings, as osquery returns them; ``type`` says how the collector types
 them when storing (SQLite affinity: INTEGER, BIGINT and UNSIGNED_BIGINT become INTEGER).
+An empty string means "not set / unknown", never "false": a check comparing it with a
+number does not match, so an unknown setting fails rather than passes.
+
+Path tables (``PATH_TABLES``) are gathered only for the paths the collection plan names:
+
+- ``file``, ``hash``, ``file_lines``: filesystem paths, ``%`` LIKE wildcards allowed.
+- ``registry``: registry paths in osquery's spelling with the full hive name, e.g.
+  ``HKEY_LOCAL_MACHINE\\SOFTWARE\\Policies\\Microsoft\\Windows\\Control Panel\\Desktop``.
+  Each plan entry names a key (osquery's ``key`` column), and the source returns every value
+  directly under that key, one row each (``key``, ``path`` = key + ``\\`` + value name,
+  ``name``, ``type``, ``data``, ``mtime``). An entry may also name one value
+  (``...\\Desktop\\ScreenSaveTimeOut``, osquery's ``path`` column): the source then also
+  returns that value's row, so checks may constrain either ``key`` or ``path``. ``%``
+  matches any run of characters inside one key name (LIKE semantics, case-insensitive as
+  the registry is); ``_`` is literal, because it is common in real key names. Missing keys
+  and values give no rows (absence is a fact: a policy not set by Group Policy).
 """
 
 from __future__ import annotations
@@ -31,8 +53,8 @@ DARWIN = frozenset({"darwin"})
 WINDOWS = frozenset({"windows"})
 
 #: Tables that are only gathered for the paths a collection plan names (osquery requires a
-#: ``path`` constraint for them too).
-PATH_TABLES = frozenset({"file", "hash", "file_lines"})
+#: ``path`` or ``key`` constraint for them too); see the module docstring for the semantics.
+PATH_TABLES = frozenset({"file", "hash", "file_lines", "registry"})
 
 
 @dataclass(frozen=True)
@@ -511,6 +533,109 @@ _CATALOGUE: Iterable[TableSchema] = (
         "environment TEXT; element TEXT; compiler TEXT; development_region TEXT; display_name "
         "TEXT; info_string TEXT; minimum_system_version TEXT; category TEXT; "
         "applescript_enabled TEXT; copyright TEXT; last_opened_time DOUBLE",
+    ),
+    _table(
+        "windows_firewall_profiles",
+        WINDOWS,
+        "Windows Defender Firewall profiles (Domain, Private, Public) as in force, from "
+        "Get-NetFirewallProfile -PolicyStore ActiveStore (local settings merged with Group "
+        "Policy). Booleans are 1/0, empty when NotConfigured; actions are Allow, Block or "
+        "NotConfigured (Posture's table: osquery has only windows_firewall_rules).",
+        "profile_name TEXT; enabled INTEGER; default_inbound_action TEXT; "
+        "default_outbound_action TEXT; allow_inbound_rules INTEGER; allow_local_firewall_rules "
+        "INTEGER; allow_local_ipsec_rules INTEGER; allow_user_apps INTEGER; allow_user_ports "
+        "INTEGER; allow_unicast_response_to_multicast INTEGER; notify_on_listen INTEGER; "
+        "enable_stealth_mode_for_ipsec INTEGER; log_allowed INTEGER; log_blocked INTEGER; "
+        "log_ignored INTEGER; log_file_name TEXT; log_max_size_kilobytes INTEGER",
+        extension=True,
+    ),
+    _table(
+        "windows_defender_status",
+        WINDOWS,
+        "Microsoft Defender Antivirus status from Get-MpComputerStatus: engines on or off and "
+        "signature age, which windows_security_products cannot carry (Posture's table). "
+        "Booleans are 1/0; ages are whole days, empty when never (4294967295); "
+        "signature_last_updated is a Unix time (UTC).",
+        "antivirus_enabled INTEGER; antispyware_enabled INTEGER; real_time_protection_enabled "
+        "INTEGER; behavior_monitor_enabled INTEGER; ioav_protection_enabled INTEGER; "
+        "on_access_protection_enabled INTEGER; am_service_enabled INTEGER; tamper_protected "
+        "INTEGER; am_running_mode TEXT; am_product_version TEXT; am_engine_version TEXT; "
+        "signature_version TEXT; signature_age_days INTEGER; signature_last_updated BIGINT; "
+        "signatures_out_of_date INTEGER; quick_scan_age_days INTEGER; full_scan_age_days "
+        "INTEGER",
+        extension=True,
+    ),
+    _table(
+        "windows_local_group_members",
+        WINDOWS,
+        "Every member of every local group, local or not: domain and Microsoft Entra "
+        "accounts and groups, and SIDs that no longer resolve (user_groups, as in osquery, "
+        "lists local users only). member_type is User or Group; local is 1 for this "
+        "computer's own accounts (Posture's table).",
+        "groupname TEXT; group_sid TEXT; member_name TEXT; member_sid TEXT; member_type TEXT; "
+        "local INTEGER",
+        extension=True,
+    ),
+    _table(
+        "windows_device_join",
+        WINDOWS,
+        "How the device is joined to a directory, from dsregcmd /status: Microsoft Entra "
+        "(Azure AD), enterprise (on-premises DRS) or Active Directory domain; 1/0 "
+        "(Posture's table).",
+        "azure_ad_joined INTEGER; enterprise_joined INTEGER; domain_joined INTEGER; "
+        "workplace_joined INTEGER; device_name TEXT; tenant_name TEXT; domain_name TEXT",
+        extension=True,
+    ),
+    _table(
+        "software_update",
+        DARWIN,
+        "macOS Software Update settings in force (one row): the com.apple.SoftwareUpdate "
+        "preferences, a managed (MDM profile) value winning over the local one. 1/0, empty "
+        "when neither sets the key (macOS then applies its own default); managed is 1 when "
+        "any value came from a profile (Posture's table).",
+        "automatic_check_enabled INTEGER; automatic_download INTEGER; "
+        "automatically_install_macos_updates INTEGER; automatically_install_app_updates "
+        "INTEGER; critical_update_install INTEGER; config_data_install INTEGER; "
+        "last_successful_check BIGINT; managed INTEGER",
+        extension=True,
+    ),
+    _table(
+        "software_update_available",
+        DARWIN,
+        "Updates macOS knows are pending, from softwareupdate --list --no-scan (the last "
+        "scan's results; no network). No rows means none pending (Posture's table).",
+        "label TEXT; title TEXT; version TEXT; size TEXT; recommended INTEGER; action TEXT; "
+        "restart_required INTEGER",
+        extension=True,
+    ),
+    _table(
+        "macos_screenlock_policy",
+        DARWIN,
+        "Screen saver and screen lock settings readable as root (osquery's screenlock only "
+        "sees its own user's session): one row per scope that sets them. scope is computer "
+        "(a device MDM profile), user (a user MDM profile) or user_setting (the user's own "
+        "ByHost preference); idle_time and ask_for_password_delay are seconds (Posture's "
+        "table).",
+        "scope TEXT; username TEXT; idle_time INTEGER; ask_for_password INTEGER; "
+        "ask_for_password_delay INTEGER; source_path TEXT",
+        extension=True,
+    ),
+    _table(
+        "macos_firmware_password",
+        DARWIN,
+        "Whether an Intel Mac has a firmware password, from firmwarepasswd -check (Apple "
+        "silicon Macs have none and give no row) (Posture's table).",
+        "password_enabled INTEGER",
+        extension=True,
+    ),
+    _table(
+        "mdm",
+        DARWIN,
+        "MDM enrollment of this Mac from profiles status -type enrollment; named and shaped "
+        "like Fleet's fleetd table, for the columns filled here. 1/0, empty when this macOS "
+        "does not say (Posture's table).",
+        "enrolled INTEGER; server_url TEXT; installed_from_dep INTEGER; user_approved INTEGER",
+        extension=True,
     ),
     _table(
         "file_lines",
