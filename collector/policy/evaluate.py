@@ -21,14 +21,18 @@ its text may not name ``fact_*`` or ``sqlite_*`` (a CTE named ``users`` over
 statements (an unbounded recursive CTE) after a fixed number of SQLite VM steps.
 
 All checks of one evaluation run in one read transaction, so a host's results describe one
-consistent snapshot of its facts even while new facts are being committed.
+consistent snapshot of its facts even while new facts are being committed, and share one
+clock: ``posture_now()`` is the time the evaluation started (by the evaluator's ``clock``,
+the wall clock unless a caller evaluating "as of" a date or replaying a fixture sets one),
+whatever the checks take.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -37,6 +41,7 @@ from collector.policy.sandbox import (
     Sandbox,
     harden,
     program_reads,
+    register_clock,
     register_osquery_functions,
     root_pages,
 )
@@ -83,11 +88,17 @@ class Evaluator:
     The store's fact tables must exist (``collector.store.facts.create_fact_tables``). One
     evaluation at a time: the connection may be used from any thread, not from two at once.
     ``max_vm_steps`` bounds each statement's work: the default is about 0.2 s of SQLite,
-    some hundred times what a check over one host's facts needs.
+    some hundred times what a check over one host's facts needs. ``clock`` (Unix seconds)
+    is read once per evaluation for ``posture_now()``.
     """
 
     def __init__(
-        self, db_path: Path, checks: Sequence[Check], *, max_vm_steps: int = 10_000_000
+        self,
+        db_path: Path,
+        checks: Sequence[Check],
+        *,
+        max_vm_steps: int = 10_000_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._checks = tuple((check, tuple(sorted(check.tables))) for check in checks)
         self._conn = sqlite3.connect(
@@ -101,6 +112,9 @@ class Evaluator:
         register_osquery_functions(self._conn)
         self._host_id = -1
         self._conn.create_function(HOST_FUNCTION, 0, lambda: self._host_id)
+        self._clock = clock
+        self._now = 0.0
+        register_clock(self._conn, lambda: self._now)
         self._install_views()
         self._budget = max(1, max_vm_steps // _STEPS_PER_CALL)
         self._calls = 0
@@ -169,20 +183,26 @@ class Evaluator:
         table_status: Mapping[str, str | None],
         only_tables: Collection[str] | None = None,
     ) -> list[CheckResult]:
-        """Results for ``host_id``, in check order.
+        """Results for ``host_id``, in check order, of the checks targeting ``platform``.
 
+        A check written for other platforms gives no result at all rather than "not
+        applicable": a Linux host is not in scope of a BitLocker check, and listing the
+        Windows and macOS checks on every Linux host (only those reading a table Linux
+        reports too, such as ``os_version``) would bury its real results.
         ``table_status`` maps each table the host has reported to None (collected) or the
         probe's error. ``only_tables`` limits the run to checks reading one of those tables
-        (re-evaluation after a delta).
+        (re-evaluation after a delta). ``posture_now()`` returns the evaluator's clock as
+        read when the evaluation starts.
         """
-        checks = self._checks
+        checks = tuple(pair for pair in self._checks if platform in pair[0].platforms)
         if only_tables is not None:
             wanted = frozenset(only_tables)
             checks = tuple(pair for pair in checks if not pair[0].tables.isdisjoint(wanted))
         self._host_id = host_id
+        self._now = self._clock()
         self._trusted("BEGIN")
         try:
-            return [self._one(check, tables, platform, table_status) for check, tables in checks]
+            return [self._one(check, tables, table_status) for check, tables in checks]
         finally:
             self._trusted("COMMIT")
             self._host_id = -1
@@ -196,15 +216,8 @@ class Evaluator:
             self._sandbox.trusted = False
 
     def _one(
-        self,
-        check: Check,
-        tables: tuple[str, ...],
-        platform: str,
-        table_status: Mapping[str, str | None],
+        self, check: Check, tables: tuple[str, ...], table_status: Mapping[str, str | None]
     ) -> CheckResult:
-        if platform not in check.platforms:
-            targets = ", ".join(sorted(check.platforms))
-            return CheckResult(check.id, Status.NOTAPPLICABLE, f"check targets {targets} only")
         missing = [table for table in tables if table not in table_status]
         if missing:
             reason = f"no facts for table {', '.join(missing)} yet"

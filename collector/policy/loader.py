@@ -26,8 +26,9 @@ A pack is a directory holding ``pack.yaml``::
 Each SQL statement must be one SELECT over the catalogue's tables and columns (osquery's
 names, so Fleet's queries load unmodified) that compiles; it may use the functions of
 ``collector.policy.sandbox``. A statement reading ``file``, ``hash`` or ``file_lines`` must
-name its paths (``path = '...'``, ``path IN (...)``, ``path LIKE '...'``), because agents
-collect only the paths a collection plan names. A column osquery fills only on some
+name its paths (``path = '...'``, ``path IN (...)``, ``path LIKE '...'``), and one reading
+``registry`` its keys (``key = '...'``, or a value's ``path``), because agents collect only
+what a collection plan names (``collector.policy.paths``). A column osquery fills only on some
 platforms may not be named by a check targeting others (Fleet's packs have such bugs).
 
 Every problem of every pack is collected before ``PolicyError`` is raised, one line each:

@@ -84,8 +84,9 @@ class Check:
     ``query`` passes with one row or more and fails with none (Fleet's rule). ``applies``
     (optional) makes the check not applicable when it returns no rows; ``evidence``
     (optional) yields rows shown to auditors. ``tables`` lists every fact table the three
-    statements read; ``paths`` gives, for each of ``file``, ``hash`` and ``file_lines`` the
-    check reads, the path literals (or LIKE patterns) its SQL constrains that table to.
+    statements read; ``paths`` gives, for each path table the check reads, the path
+    literals (or LIKE patterns) its SQL constrains that table to: filesystem paths for
+    ``file``, ``hash`` and ``file_lines``, registry keys for ``registry``.
     ``source`` and ``line`` locate the check in its pack file.
     """
 

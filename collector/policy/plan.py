@@ -28,8 +28,10 @@ ALWAYS_COLLECTED = ("os_version", "system_info")
 class PlannedTable:
     """One table to collect.
 
-    ``paths`` (file, hash, file_lines only) are exact paths or osquery LIKE patterns (``%``
-    within one directory level, ``%%`` recursively). ``columns`` are the columns the checks
+    ``paths`` (path tables only) are, for file, hash and file_lines, exact paths or osquery
+    LIKE patterns (``%`` within one directory level, ``%%`` recursively), and for registry the
+    keys whose values to read (``%`` within one key name; see ``collector.policy.paths``).
+    ``columns`` are the columns the checks
     use, the only ones an agent needs to send; empty means every column (a table whose rows
     the checks only count, and the identity tables).
     """

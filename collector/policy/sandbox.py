@@ -27,6 +27,12 @@ same):
 - ``concat(a, ...)`` and ``concat_ws(sep, a, ...)``: text concatenation, NULLs skipped.
 - ``x REGEXP pattern``: 1 when ``pattern`` matches anywhere in ``x``.
 
+And one of Posture's own, ``posture_now()``: the time of the evaluation in Unix seconds.
+Checks such as "patched within 30 days" need a clock; SQLite's ``'now'`` changes from one
+statement to the next and cannot be set, while this one is fixed for a whole host
+evaluation and set by the evaluator, so a re-evaluation "as of" a date, and a fixture
+pinned to a date, give the same result every time.
+
 The progress handler that stops runaway SQL cannot interrupt Python's ``re`` while it runs:
 a pathological pattern in a pack stalls evaluation. Packs are written by administrators and
 reviewed like code; that, not this module, is the defence against them.
@@ -41,9 +47,11 @@ from collections.abc import Callable, Iterable
 
 __all__ = [
     "ALLOWED_FUNCTIONS",
+    "CLOCK_FUNCTION",
     "Sandbox",
     "harden",
     "program_reads",
+    "register_clock",
     "register_osquery_functions",
     "root_pages",
 ]
@@ -61,12 +69,14 @@ _JSON = """json json_array json_array_length json_error_position json_extract js
 json_object json_patch json_quote json_remove json_replace json_set json_type json_valid
 json_group_array json_group_object -> ->>"""
 _OSQUERY = "regex_match regex_split split concat concat_ws regexp"
+#: The evaluation's clock (module docstring).
+CLOCK_FUNCTION = "posture_now"
 
 #: Functions policy SQL may call. Left out on purpose: ``load_extension``, anything that
 #: allocates on demand (``randomblob``, ``zeroblob``), and connection state
 #: (``changes``, ``last_insert_rowid``, ``sqlite_*``).
 ALLOWED_FUNCTIONS = frozenset(
-    " ".join((_CORE, _AGGREGATE, _WINDOW, _DATE, _MATH, _JSON, _OSQUERY)).split()
+    " ".join((_CORE, _AGGREGATE, _WINDOW, _DATE, _MATH, _JSON, _OSQUERY, CLOCK_FUNCTION)).split()
 )
 
 _DENIED_ACTIONS = tuple(
@@ -246,3 +256,8 @@ def register_osquery_functions(conn: sqlite3.Connection) -> None:
     conn.create_function("concat", -1, _concat, deterministic=True)
     conn.create_function("concat_ws", -1, _concat_ws, deterministic=True)
     conn.create_function("regexp", 2, _regexp, deterministic=True)
+
+
+def register_clock(conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
+    """Add ``posture_now()`` to ``conn``: ``clock()`` as whole Unix seconds, read each call."""
+    conn.create_function(CLOCK_FUNCTION, 0, lambda: int(clock()))

@@ -7,29 +7,29 @@ anything but a SELECT and reports the columns read, and the compiled program add
 authorizer misses (a ``USING (uid)`` join reports neither side's ``uid``). On top come the
 checks Fleet's own packs show are needed (osquery-and-fleet.md §2.4): columns that do not
 exist, tables or columns osquery does not fill on the check's platforms, and
-``file``/``hash``/``file_lines`` reads that name no path, which no agent would collect.
-
-The path literals are found in the SQL text: ``path = '...'``, ``path IN ('...', ...)`` and
-``path LIKE '...'``, optionally qualified by the table or its alias. An unqualified test
-counts for every path table the statement reads; a path table left without literals while
-another has some inherits them (the usual ``file JOIN hash USING (path)``).
+reads of path tables (``file``, ``hash``, ``file_lines``, ``registry``) that name no path or
+key, which no agent would collect. Which paths a statement names is
+``collector.policy.paths``' job.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from collector.policy.paths import find_paths, sources
 from collector.policy.sandbox import (
     Sandbox,
     harden,
     program_reads,
+    register_clock,
     register_osquery_functions,
     root_pages,
 )
-from protos.posture.v1.tables import PATH_TABLES, TABLES
+from protos.posture.v1.tables import TABLES
 
 __all__ = ["Analysis", "CatalogueSchema", "merge_reads"]
 
@@ -37,20 +37,6 @@ _STRINGS_AND_COMMENTS = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?(?:\*/|$)", re.DOTALL
 )
 _LEADING_SELECT = re.compile(r"\s*(?:select|with|values)\b", re.IGNORECASE)
-_LITERAL = r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\""
-_PATH_TEST = re.compile(
-    rf"(?:\b(\w+)\s*\.\s*)?\bpath\s*(?:==?\s*({_LITERAL})|like\s+({_LITERAL})"
-    rf"|in\s*\(\s*((?:{_LITERAL})(?:\s*,\s*(?:{_LITERAL}))*)\s*\))",
-    re.IGNORECASE,
-)
-_NOT_ALIAS = (
-    r"where|join|on|using|inner|left|right|cross|natural|full|outer|group|order|limit|union"
-    r"|except|intersect|window|having|as"
-)
-_SOURCE = re.compile(
-    rf"(?:\bfrom|\bjoin|,)\s*(\w+)(?:\s+(?:as\s+)?(?!(?:{_NOT_ALIAS})\b)(\w+))?",
-    re.IGNORECASE,
-)
 
 
 @dataclass
@@ -93,23 +79,6 @@ def _strip_comments(sql: str) -> str:
     return _STRINGS_AND_COMMENTS.sub(lambda m: m[0] if m[0][0] in "'\"" else " ", sql)
 
 
-def _unquote(literal: str) -> str:
-    quote = literal[0]
-    return literal[1:-1].replace(quote * 2, quote)
-
-
-def _sources(sql: str) -> dict[str, str]:
-    """Catalogue tables named after FROM, JOIN or a comma, keyed by name and by alias."""
-    sources: dict[str, str] = {}
-    for match in _SOURCE.finditer(sql):
-        table = match[1].lower()
-        if table in TABLES:
-            sources[table] = table
-            if match[2]:
-                sources[match[2].lower()] = table
-    return sources
-
-
 class CatalogueSchema:
     """An empty copy of the catalogue that policy SQL is prepared against."""
 
@@ -117,6 +86,7 @@ class CatalogueSchema:
         self._conn = sqlite3.connect(":memory:", isolation_level=None)
         harden(self._conn)
         register_osquery_functions(self._conn)
+        register_clock(self._conn, time.time)
         for name, schema in TABLES.items():
             columns = ", ".join(f'"{c.name}" {c.sql_type}' for c in schema.columns)
             self._conn.execute(f'CREATE TEMP TABLE "{name}" ({columns})')
@@ -185,29 +155,8 @@ class CatalogueSchema:
 
     @staticmethod
     def _find_paths(text: str, analysis: Analysis) -> None:
-        read = sorted(analysis.tables & PATH_TABLES)
-        if not read:
-            return
-        aliases = {alias: t for alias, t in _sources(text).items() if t in PATH_TABLES}
-        found: dict[str, set[str]] = {table: set() for table in read}
-        unqualified: set[str] = set()
-        for match in _PATH_TEST.finditer(text):
-            tested = " ".join(group for group in match.groups()[1:] if group)
-            literals = {_unquote(literal) for literal in re.findall(_LITERAL, tested)}
-            qualifier = (match[1] or "").lower()
-            if not qualifier:
-                unqualified |= literals
-            elif aliases.get(qualifier) in found:
-                found[aliases[qualifier]] |= literals
-        every = unqualified.union(*found.values())
-        for table in read:
-            found[table] = (found[table] | unqualified) or every
-            if not found[table]:
-                analysis.problems.append(
-                    f"reads {table} but names no path: the agent collects only named paths "
-                    f"(constrain it with path = '...', path IN (...) or path LIKE '...')"
-                )
-        analysis.paths = found
+        analysis.paths, problems = find_paths(text, analysis.tables)
+        analysis.problems += problems
 
 
 def _column_names(table: str, numbers: set[int]) -> set[str]:
@@ -231,7 +180,7 @@ def _explain_error(message: str, text: str) -> str:
         return f"function {function[1]}() does not exist"
     column = re.match(r"no such column: (\S+)", message)
     if column:
-        return _unknown_column(column[1], _sources(text))
+        return _unknown_column(column[1], sources(text))
     return f"does not compile: {message}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_each_status_and_its_reason(store: sqlite3.Connection, tmp_path: Path) -
     checks = [
         make_check("pass", "SELECT 1 FROM users WHERE username = 'root' AND uid = 0"),
         make_check("fail", "SELECT 1 FROM users WHERE username = 'nobody'"),
-        make_check("windows-only", "SELECT 1", (), platforms=["windows"]),
+        make_check("windows-only", "SELECT 1", (), platforms=["windows"]),  # out of scope
         make_check("no-telnet", "SELECT 1", ["processes"], applies=telnet),
         make_check("no-facts", "SELECT 1 FROM deb_packages", ["deb_packages"]),
         make_check("probe-failed", "SELECT 1 FROM shadow", ["shadow"]),
@@ -94,7 +95,6 @@ def test_each_status_and_its_reason(store: sqlite3.Connection, tmp_path: Path) -
     assert {key: (r.status, r.reason) for key, r in results.items()} == {
         "pass": (Status.PASS, ""),
         "fail": (Status.FAIL, ""),
-        "windows-only": (Status.NOTAPPLICABLE, "check targets windows only"),
         "no-telnet": (Status.NOTAPPLICABLE, "applies query returned no rows"),
         "no-facts": (Status.UNKNOWN, "no facts for table deb_packages yet"),
         "probe-failed": (Status.ERROR, "table shadow: permission denied"),
@@ -290,3 +290,20 @@ def test_osquery_sql_functions(store: sqlite3.Connection, tmp_path: Path, condit
 
 def test_views_read_the_tables_the_store_writes() -> None:
     assert fact_table_name("users") == FACT_PREFIX + "users"
+
+
+def test_posture_now_is_the_evaluations_clock(store: sqlite3.Connection, tmp_path: Path) -> None:
+    """One clock reading per evaluation: the caller's clock, or the wall clock."""
+    put(store, 1, "patches", [{"hotfix_id": "KB1", "install_date": "1795000000"}])
+    recent = "SELECT 1 FROM patches WHERE CAST(install_date AS INTEGER) >= posture_now() - 86400"
+    checks = [make_check("recent", recent, ["patches"], evidence="SELECT posture_now() AS now")]
+    status: dict[str, str | None] = {"patches": None}
+    readings = iter([1795000000 + 86400, 1795000000 + 7 * 86400])
+    with Evaluator(tmp_path / "posture.db", checks, clock=lambda: next(readings)) as evaluator:
+        (day_after,) = evaluator.evaluate(1, LINUX, status)
+        (week_after,) = evaluator.evaluate(1, LINUX, status)
+    assert (day_after.status, day_after.evidence) == (Status.PASS, ({"now": "1795086400"},))
+    assert (week_after.status, week_after.evidence) == (Status.FAIL, ({"now": "1795604800"},))
+    before = time.time()
+    (today,) = evaluate(tmp_path / "posture.db", checks, status=status).values()
+    assert int(before) <= int(today.evidence[0]["now"]) <= time.time()  # the wall clock

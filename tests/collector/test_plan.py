@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.policy.loader import load_packs
 from collector.policy.model import Check, Pack, Severity
 from collector.policy.plan import CollectionPlan, PlannedTable, collection_plan
 
@@ -91,6 +92,26 @@ def test_other_platforms_get_only_their_checks_tables() -> None:
 def test_without_a_platform_every_check_counts() -> None:
     names = {table.name for table in collection_plan(PACKS).tables}
     assert {"bitlocker_info", "deb_packages", "file", "file_lines", "users"} <= names
+
+
+def test_registry_keys_are_planned_for_windows_only() -> None:
+    key = "HKEY_LOCAL_MACHINE\\SOFTWARE\\Policies\\Microsoft\\Windows\\WindowsUpdate\\AU"
+    columns = {"registry": ("data", "path")}
+    updates = pack(check("au", {"windows"}, {"registry"}, {"registry": (key,)}, columns))
+    assert PlannedTable("registry", (key,), ("data", "path")) in (
+        collection_plan([updates], "windows").tables
+    )
+    assert "registry" not in {table.name for table in collection_plan([updates], "linux").tables}
+
+
+def test_the_shipped_packs_plan_registry_keys_with_full_hive_names() -> None:
+    policies = Path(__file__).resolve().parents[2] / "policies"
+    tables = {
+        table.name: table for table in collection_plan(load_packs(policies), "windows").tables
+    }
+    assert tables["registry"].paths, "the city baseline reads Windows policy keys"
+    assert all(key.startswith("HKEY_LOCAL_MACHINE\\") for key in tables["registry"].paths)
+    assert "registry" not in {t.name for t in collection_plan(load_packs(policies), "linux").tables}
 
 
 def test_host_identity_tables_are_always_planned() -> None:

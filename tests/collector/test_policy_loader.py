@@ -469,6 +469,82 @@ def test_columns_are_derived_from_what_the_sql_uses(
     assert load_check(tmp_path, query=sql).columns == columns
 
 
+SYSTEM_POLICIES = r"HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\Windows\CurrentVersion\Policies\System"
+AU = r"HKEY_LOCAL_MACHINE\SOFTWARE\Policies\Microsoft\Windows\WindowsUpdate\AU"
+
+
+@pytest.mark.parametrize(
+    ("sql", "keys"),
+    [
+        # Fleet's "Screen lock enabled (Windows)", verbatim: a value's path names its key.
+        (
+            f"SELECT 1 FROM registry WHERE path = '{SYSTEM_POLICIES}\\InactivityTimeoutSecs' "
+            "AND CAST(data as INTEGER) <= 1800;",
+            (SYSTEM_POLICIES,),
+        ),
+        (
+            f"SELECT 1 FROM registry WHERE key = '{AU}' AND name = 'NoAutoUpdate' AND data = '0'",
+            (AU,),
+        ),
+        (
+            f"SELECT 1 FROM registry r WHERE r.key LIKE '{AU}\\' "
+            f"OR r.path IN ('{SYSTEM_POLICIES}\\A', '{SYSTEM_POLICIES}\\B')",
+            (SYSTEM_POLICIES, AU),  # sorted
+        ),
+        # % in a key name: every user's hive (the agent expands it within one key name)
+        (
+            "SELECT 1 FROM registry WHERE path LIKE "
+            "'HKEY_USERS\\%\\Control Panel\\Desktop\\ScreenSaveTimeOut'",
+            ("HKEY_USERS\\%\\Control Panel\\Desktop",),
+        ),
+    ],
+)
+def test_registry_keys_are_derived_from_key_and_path_literals(
+    tmp_path: Path, sql: str, keys: tuple[str, ...]
+) -> None:
+    check = load_check(tmp_path, platforms="[windows]", query=sql)
+    assert check.paths == {"registry": keys}
+
+
+def test_a_registry_key_never_comes_from_a_file_path(tmp_path: Path) -> None:
+    sql = (
+        "SELECT 1 FROM file, registry WHERE file.path = 'C:\\Windows\\win.ini' "
+        f"AND registry.key = '{AU}'"
+    )
+    check = load_check(tmp_path, platforms="[windows]", query=sql)
+    assert check.paths == {"file": ("C:\\Windows\\win.ini",), "registry": (AU,)}
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        (
+            "SELECT 1 FROM registry WHERE name = 'NoAutoUpdate'",
+            "reads registry but names no key: the agent collects only named keys",
+        ),
+        (
+            r"SELECT 1 FROM registry WHERE key = 'HKLM\SOFTWARE\Policies'",
+            r"registry key 'HKLM\SOFTWARE\Policies' abbreviates its hive: write it in full",
+        ),
+        (
+            r"SELECT 1 FROM registry WHERE path = 'HKEY_CURRENT_USER\Control Panel\Desktop\X'",
+            "HKEY_CURRENT_USER is the agent service's own profile; read users' settings under "
+            "HKEY_USERS",
+        ),
+        (
+            "SELECT 1 FROM registry WHERE path = 'NoAutoUpdate'",
+            "registry key '' must start with a hive: HKEY_LOCAL_MACHINE",
+        ),
+    ],
+)
+def test_registry_reads_that_no_agent_could_collect_are_refused(
+    tmp_path: Path, sql: str, message: str
+) -> None:
+    text = pack_yaml(check_yaml(platforms="[windows]", query=sql))
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1 and message in problems[0], problems
+
+
 def test_paths_of_query_applies_and_evidence_are_merged(tmp_path: Path) -> None:
     check = load_check(
         tmp_path,
