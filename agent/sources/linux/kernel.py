@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.sources.base import Row
+from agent.sources.base import ProbeError, Row
 from agent.sources.linux.common import make_row, read_required
 
 __all__ = ["PROC_MODULES", "collect_kernel_modules", "parse_proc_modules"]
@@ -40,4 +40,14 @@ def parse_proc_modules(text: str) -> list[Row]:
 
 
 def collect_kernel_modules() -> list[Row]:
+    """Loaded modules; an error, not an empty table, on a kernel without module support.
+
+    "No modules loaded" would pass a check like "usb-storage is not loaded" on a kernel
+    where that driver is built in, so the analyst must see that it could not be checked.
+    """
+    if not PROC_MODULES.exists():
+        raise ProbeError(
+            "this kernel has no loadable module support (/proc/modules is absent);"
+            " built-in drivers cannot be told apart"
+        )
     return parse_proc_modules(read_required(PROC_MODULES, "kernel_modules"))

@@ -56,6 +56,7 @@ _ALWAYS = frozenset(
         "disk_encryption",
         "deb_packages",
         "rpm_packages",
+        "kernel_modules",
         "system_controls",
         "systemd_units",
         "file",
@@ -110,8 +111,6 @@ class LinuxNativeSource:
         """Every table in ``_ALWAYS``, plus those whose data source exists on this host."""
         if not self.available():
             return frozenset()
-        if kernel.PROC_MODULES.exists():
-            return _ALWAYS | {"kernel_modules"}
         return _ALWAYS
 
     def collect(self, request: TableRequest) -> list[Row]:
