@@ -4,6 +4,14 @@ Collection and streaming are independent: collections keep landing in the spool 
 collector is unreachable, and every (re)connection starts by resending whatever is still
 unacknowledged, oldest first. Blocking work (probes, SQLite) runs in worker threads so the
 stream keeps answering keepalives.
+
+The daemon connects when the spool holds something to send and closes the connection once
+all of it is acknowledged and no collection is under way, rather than holding a stream open
+between collections. An idle open stream costs the collector about 85 KB (GOALS.md; see
+docs/performance.md), so 50,000 permanently connected agents would need over 4 GB. A TLS
+handshake every collection interval costs the collector about 1 ms of CPU, which is
+cheaper. The collector's pushes (a new plan, a collection request) therefore reach an agent
+when it opens its next stream, which is when it reports, and that is when they matter.
 """
 
 from __future__ import annotations
@@ -113,9 +121,11 @@ class Agent:
         while True:
             self._spooled.clear()
             batches = await asyncio.to_thread(self.spool.pending, sent)
-            for batch in batches:
+            if batches:  # how many wait behind each batch, for the collector's operators
+                behind = await asyncio.to_thread(self.spool.pending_count, batches[-1].seq)
+            for position, batch in enumerate(batches):
                 await window.acquire()
-                await stream.send(batch)
+                await stream.send(batch, behind + len(batches) - 1 - position)
                 sent = batch.seq
             if not batches:
                 await self._spooled.wait()
@@ -135,26 +145,36 @@ class Agent:
     async def session(self, enrollment: Enrollment, *, drain: bool = False) -> None:
         """One connection: hello, resend the spool, then stream new batches.
 
-        With ``drain`` it returns once nothing is left to send (``posture-agent once``).
+        With ``drain`` it returns once nothing is left to send and collects when the
+        collector asks (``posture-agent once``, where no collection loop runs).
         """
+        await self._session(enrollment, drain=drain, collect_on_request=drain)
+
+    async def _session(
+        self, enrollment: Enrollment, *, drain: bool, collect_on_request: bool
+    ) -> None:
         async with open_channel(enrollment.collector, Path(enrollment.ca_cert)) as channel:
             stream = AgentStream(channel, enrollment.credential)
-            await stream.hello(AGENT_VERSION, self.plan.version)
+            spooled = await asyncio.to_thread(self.spool.pending_count)
+            await stream.hello(AGENT_VERSION, self.plan.version, spooled)
             window = asyncio.Semaphore(IN_FLIGHT)
             tasks = [
                 asyncio.create_task(self._send_pending(stream, window)),
                 asyncio.create_task(self._receive(stream, window, drain)),
             ]
-            if drain:
+            if collect_on_request:
                 tasks.append(asyncio.create_task(self._collect_on_request()))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()
+            except BaseException:
+                await stream.close()
+                raise
             finally:
                 for task in tasks:
                     task.cancel()
-                await stream.close()
+            await stream.finish()
 
     async def _collect_on_request(self) -> None:
         while True:
@@ -163,25 +183,39 @@ class Agent:
             await self.collect_once()
 
     async def run(self, enrollment: Enrollment) -> None:
-        """The daemon: collect on the interval, stay connected, back off when refused."""
+        """The daemon: collect on the interval; connect when the spool holds batches, close
+        once they are acknowledged (see the module docstring), back off when refused."""
         collector = asyncio.create_task(self._collect_forever())
         backoff = BACKOFF_FIRST
         try:
             while True:
-                connected_at = time.monotonic()
+                await self._until_pending(collector)
                 try:
-                    await self.session(enrollment)
+                    await self._session(enrollment, drain=True, collect_on_request=False)
                 except TransportError as error:
                     level = logging.WARNING if error.retryable else logging.ERROR
                     log.log(level, "collector %s: %s", enrollment.collector, error)
                     if not error.retryable:
                         backoff = BACKOFF_MAX
-                    elif time.monotonic() - connected_at > BACKOFF_MAX:
-                        backoff = BACKOFF_FIRST  # the link was healthy for a while
-                delay = random.uniform(0, backoff)
-                pending = self.spool.pending_count()
-                log.info("reconnecting in %.1fs (%d batches spooled)", delay, pending)
-                await asyncio.sleep(delay)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                    delay = random.uniform(0, backoff)
+                    pending = self.spool.pending_count()
+                    log.info("reconnecting in %.1fs (%d batches spooled)", delay, pending)
+                    await asyncio.sleep(delay)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                else:
+                    backoff = BACKOFF_FIRST
         finally:
             collector.cancel()
+
+    async def _until_pending(self, collector: asyncio.Task[None]) -> None:
+        """Wait until the spool holds a batch; a collection loop that died raises here."""
+        while True:
+            self._spooled.clear()  # before counting, so a batch spooled meanwhile wakes us
+            if await asyncio.to_thread(self.spool.pending_count) > 0:
+                return
+            spooled = asyncio.create_task(self._spooled.wait())
+            await asyncio.wait({spooled, collector}, return_when=asyncio.FIRST_COMPLETED)
+            spooled.cancel()
+            if collector.done():
+                collector.result()
+                raise RuntimeError("the collection loop stopped")

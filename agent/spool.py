@@ -171,8 +171,9 @@ class Spool:
         )
         return [_batch(seq, collected_at_ms, payload) for seq, collected_at_ms, payload in rows]
 
-    def pending_count(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM batches")[0][0])
+    def pending_count(self, after_seq: int = 0) -> int:
+        """Batches still spooled (unacknowledged), or only those after ``after_seq``."""
+        return int(self._read("SELECT COUNT(*) FROM batches WHERE seq > ?", (after_seq,))[0][0])
 
     def acknowledge(self, seq: int) -> None:
         with self._transaction() as conn:

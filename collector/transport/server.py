@@ -1,7 +1,9 @@
-"""grpc.aio server wiring: TLS, limits, health checking and reflection.
+"""grpc.aio server wiring: TLS, limits, health checking, reflection and metrics.
 
 Shaped like grpc's own ``examples/python``: build the server, register servicers, start,
 wait, and stop with a grace period on SIGTERM so open streams finish their current batch.
+With ``metrics_listen`` set, Prometheus metrics are served over plain HTTP on that address
+(``collector.metrics``); they hold no secrets, but bind it to a management network.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from collector.metrics import (
+    CollectorMetrics,
+    MetricsServer,
+    count_hosts,
+    instrument_evaluations,
+    serve_metrics,
+)
 from collector.service import PostureService
 from collector.transport.servicer import AgentServicer
 from protos.posture.v1 import agent_pb2, agent_pb2_grpc
 
-__all__ = ["ServerConfig", "build_server", "run_server"]
+__all__ = ["ServerConfig", "build_server", "run_server", "start_metrics"]
 
 log = logging.getLogger("posture.collector")
 
@@ -37,6 +46,8 @@ class ServerConfig:
     tls_key: Path
     max_message_bytes: int = 4 * 1024 * 1024
     grace_seconds: float = 5.0
+    #: HOST:PORT for the Prometheus endpoint (``/metrics``); None serves no metrics.
+    metrics_listen: str | None = None
 
 
 def _options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -61,11 +72,18 @@ def _raise_file_limit() -> None:
 
 
 def build_server(
-    service: PostureService, worker: ThreadPoolExecutor, config: ServerConfig
+    service: PostureService,
+    worker: ThreadPoolExecutor,
+    config: ServerConfig,
+    metrics: CollectorMetrics | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
-    """A ready-to-start server; returns it with the bound port (0 in ``listen`` picks one)."""
+    """A ready-to-start server; returns it with the bound port (0 in ``listen`` picks one).
+
+    Calls are recorded in ``metrics`` (a private, unserved set when None).
+    """
     server = grpc.aio.server(options=_options(config))
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(service, worker), server)
+    servicer = AgentServicer(service, worker, metrics or CollectorMetrics())
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -85,17 +103,31 @@ def build_server(
     return server, port, health
 
 
+def start_metrics(service: PostureService, listen: str) -> tuple[CollectorMetrics, MetricsServer]:
+    """Metrics for ``service``, evaluation timings included, served on ``listen``."""
+    metrics = CollectorMetrics(lambda: count_hosts(service.store.path, service.clock()))
+    instrument_evaluations(service, metrics)
+    endpoint = serve_metrics(metrics, listen)
+    log.info("metrics on %s", endpoint.url)
+    return metrics, endpoint
+
+
 async def run_server(service: PostureService, config: ServerConfig) -> None:
     """Serve until SIGTERM or SIGINT, then drain with a grace period."""
     _raise_file_limit()
+    metrics, endpoint = None, None
+    if config.metrics_listen is not None:
+        metrics, endpoint = start_metrics(service, config.metrics_listen)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posture-store")
-    server, port, health = build_server(service, worker, config)
+    server, port, health = build_server(service, worker, config, metrics)
     await server.start()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = config.listen.rsplit(":", 1)[0]
     log.info("collector listening on %s:%s (TLS)", host, port)
     print(f"posture-collector listening on {host}:{port}", flush=True)
+    if endpoint is not None:
+        print(f"posture-collector metrics on {endpoint.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -104,3 +136,5 @@ async def run_server(service: PostureService, config: ServerConfig) -> None:
     await health.enter_graceful_shutdown()
     await server.stop(config.grace_seconds)
     worker.shutdown(wait=True)
+    if endpoint is not None:
+        endpoint.stop()

@@ -2,20 +2,24 @@
 
 Every blocking call (SQLite, policy evaluation) runs in the service's single worker thread,
 so the event loop only moves bytes. The host identity comes from the credential in the
-call's metadata, never from a message body.
+call's metadata, never from a message body. Each call records what operators watch
+(``collector.metrics``): reports, ack and ingest latency, open streams, errors by status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from collector.metrics import CollectorMetrics
 from collector.model import Host
 from collector.service import (
     AlreadyEnrolledError,
@@ -45,13 +49,31 @@ def _credential(context: grpc.aio.ServicerContext[object, object]) -> str:
     return ""
 
 
+def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
+    started = time.perf_counter()
+    return function(*args), time.perf_counter() - started
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, service: PostureService, worker: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, service: PostureService, worker: ThreadPoolExecutor, metrics: CollectorMetrics
+    ) -> None:
         self.service = service
         self.worker = worker
+        self.metrics = metrics
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
+
+    async def _abort(
+        self,
+        context: grpc.aio.ServicerContext[object, object],
+        method: str,
+        code: grpc.StatusCode,
+        details: str,
+    ) -> NoReturn:
+        self.metrics.errors.labels(method, code.name).inc()
+        await context.abort(code, details)
 
     async def Enroll(
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext[object, object]
@@ -61,12 +83,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             enrollment = await self._call(self.service.enroll, request.enroll_secret, identity)
         except AuthenticationError as error:
             log.warning("enroll refused for %s: %s", context.peer(), error)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+            await self._abort(context, "Enroll", grpc.StatusCode.UNAUTHENTICATED, str(error))
         except AlreadyEnrolledError as error:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(error))
+            await self._abort(context, "Enroll", grpc.StatusCode.ALREADY_EXISTS, str(error))
         except (ServiceError, InvalidMessage) as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await self._abort(context, "Enroll", grpc.StatusCode.INVALID_ARGUMENT, str(error))
         log.info("enrolled host %s (%s)", enrollment.host.id, identity.hostname)
+        self.metrics.enrollments.inc()
         return pb.EnrollResponse(
             host_id=str(enrollment.host.id),
             agent_credential=enrollment.credential,
@@ -82,17 +105,33 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             host = await self._call(self.service.authenticate, _credential(context))
         except AuthenticationError as error:
             log.warning("stream refused for %s: %s", context.peer(), error)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
-        async for message in request_iterator:
-            kind = message.WhichOneof("message")
-            if kind == "hello":
-                for reply in await self._hello(host, message.hello):
-                    yield reply
-            elif kind == "batch":
-                for reply in await self._batch(host, message.batch, context):
-                    yield reply
-            else:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty agent message")
+            await self._abort(context, "Connect", grpc.StatusCode.UNAUTHENTICATED, str(error))
+        self.metrics.streams.inc()
+        self.metrics.open_streams.inc()
+        try:
+            async for message in request_iterator:
+                received = time.perf_counter()
+                kind = message.WhichOneof("message")
+                if kind == "hello":
+                    self.metrics.agent_spool(host.id, message.hello.spooled_batches)
+                    for reply in await self._hello(host, message.hello):
+                        yield reply
+                elif kind == "batch":
+                    self.metrics.agent_spool(host.id, message.batch.spooled_batches)
+                    for reply in await self._batch(host, message.batch, context):
+                        yield reply
+                    self.metrics.ack_latency.observe(time.perf_counter() - received)
+                else:
+                    await self._abort(
+                        context, "Connect", grpc.StatusCode.INVALID_ARGUMENT, "empty agent message"
+                    )
+        except DecodeError as error:  # gRPC decodes as it reads: not an AgentMessage, or bad UTF-8
+            log.warning("host %s sent bytes that are not an AgentMessage: %s", host.id, error)
+            await self._abort(
+                context, "Connect", grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {error}"
+            )
+        finally:
+            self.metrics.open_streams.dec()
 
     async def _hello(self, host: Host, hello: pb.Hello) -> list[pb.CollectorMessage]:
         await self._call(self.service.store.mark_seen, host.id, datetime.now(UTC))
@@ -112,12 +151,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             batch = batch_from_proto(message, datetime.now(UTC))
         except InvalidMessage as error:
             log.warning("host %s sent an invalid batch: %s", host.id, error)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await self._abort(context, "Connect", grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
-            outcome = await self._call(self.service.ingest, host, batch)
+            outcome, seconds = await self._call(_timed, self.service.ingest, host, batch)
         except Exception as error:  # storage failure (disk full...): nothing is acked
             log.exception("could not store batch %s of host %s", batch.seq, host.id)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not store batch: {error}")
+            await self._abort(
+                context, "Connect", grpc.StatusCode.UNAVAILABLE, f"could not store batch: {error}"
+            )
+        self.metrics.ingest_latency.observe(seconds)
+        self.metrics.reports.labels("duplicate" if outcome.duplicate else "stored").inc()
         replies = [pb.CollectorMessage(ack=pb.Ack(seq=outcome.seq))]
         if outcome.mismatched_tables and not outcome.duplicate:
             log.info("host %s: digests differ for %s", host.id, sorted(outcome.mismatched_tables))

@@ -56,6 +56,16 @@ def test_spool_survives_reopening_and_deletes_only_acknowledged(tmp_path: Path) 
     assert reopened.spool(_collection(users=[]), 1_700_000_000_010, "v1")[0] == 4
 
 
+def test_spooled_collections_are_counted_behind_a_seq(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "agent.db")
+    for at in range(4):
+        tables = Collection({"users": TableResult([{"uid": str(at)}])})
+        spool.spool(tables, 1_700_000_000_000 + at, "v1")
+    spool.acknowledge(1)
+    assert spool.pending_count() == 3
+    assert spool.pending_count(after_seq=2) == 2
+
+
 def test_forget_sent_makes_the_next_batch_carry_those_tables(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "agent.db")
     tables = _collection(users=[{"uid": "0"}], groups=[{"gid": "0"}])

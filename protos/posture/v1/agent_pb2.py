@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/posture/v1/agent.proto\x12\nposture.v1\"\x8d\x01\n\x0cHostIdentity\x12\x15\n\rhardware_uuid\x18\x01 \x01(\t\x12\x17\n\x0fhardware_serial\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x12\n\nos_version\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\"R\n\rEnrollRequest\x12\x15\n\renroll_secret\x18\x01 \x01(\t\x12*\n\x08identity\x18\x02 \x01(\x0b\x32\x18.posture.v1.HostIdentity\"e\n\x0e\x45nrollResponse\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x18\n\x10\x61gent_credential\x18\x02 \x01(\t\x12(\n\x04plan\x18\x03 \x01(\x0b\x32\x1a.posture.v1.CollectionPlan\"e\n\x0e\x43ollectionPlan\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x18\n\x10interval_seconds\x18\x02 \x01(\r\x12(\n\x06tables\x18\x03 \x03(\x0b\x32\x18.posture.v1.TableRequest\"<\n\x0cTableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05paths\x18\x02 \x03(\t\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\t\"d\n\x03Row\x12-\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1c.posture.v1.Row.ColumnsEntry\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x05Table\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.posture.v1.Row\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"a\n\x0c\x41gentMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.posture.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.posture.v1.BatchH\x00\x42\t\n\x07message\"4\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x14\n\x0cplan_version\x18\x02 \x01(\t\"\xd6\x01\n\x05\x42\x61tch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0f\x63ollected_at_ms\x18\x02 \x01(\x03\x12\"\n\x07\x63hanged\x18\x03 \x03(\x0b\x32\x11.posture.v1.Table\x12/\n\x07\x64igests\x18\x04 \x03(\x0b\x32\x1e.posture.v1.Batch.DigestsEntry\x12\x14\n\x0cplan_version\x18\x05 \x01(\t\x12\x0c\n\x04\x66ull\x18\x06 \x01(\x08\x1a.\n\x0c\x44igestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x01\n\x10\x43ollectorMessage\x12\x1e\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x0f.posture.v1.AckH\x00\x12*\n\x04plan\x18\x02 \x01(\x0b\x32\x1a.posture.v1.CollectionPlanH\x00\x12-\n\x0b\x63ollect_now\x18\x03 \x01(\x0b\x32\x16.posture.v1.CollectNowH\x00\x12-\n\x0bresend_full\x18\x04 \x01(\x0b\x32\x16.posture.v1.ResendFullH\x00\x42\t\n\x07message\"\x12\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\x1c\n\nCollectNow\x12\x0e\n\x06reason\x18\x01 \x01(\t\",\n\nResendFull\x12\x0e\n\x06tables\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x96\x01\n\x0c\x41gentService\x12?\n\x06\x45nroll\x12\x19.posture.v1.EnrollRequest\x1a\x1a.posture.v1.EnrollResponse\x12\x45\n\x07\x43onnect\x12\x18.posture.v1.AgentMessage\x1a\x1c.posture.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/posture/v1/agent.proto\x12\nposture.v1\"\x8d\x01\n\x0cHostIdentity\x12\x15\n\rhardware_uuid\x18\x01 \x01(\t\x12\x17\n\x0fhardware_serial\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x12\n\nos_version\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\"R\n\rEnrollRequest\x12\x15\n\renroll_secret\x18\x01 \x01(\t\x12*\n\x08identity\x18\x02 \x01(\x0b\x32\x18.posture.v1.HostIdentity\"e\n\x0e\x45nrollResponse\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x18\n\x10\x61gent_credential\x18\x02 \x01(\t\x12(\n\x04plan\x18\x03 \x01(\x0b\x32\x1a.posture.v1.CollectionPlan\"e\n\x0e\x43ollectionPlan\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x18\n\x10interval_seconds\x18\x02 \x01(\r\x12(\n\x06tables\x18\x03 \x03(\x0b\x32\x18.posture.v1.TableRequest\"<\n\x0cTableRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05paths\x18\x02 \x03(\t\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\t\"d\n\x03Row\x12-\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1c.posture.v1.Row.ColumnsEntry\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x05Table\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.posture.v1.Row\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"a\n\x0c\x41gentMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.posture.v1.HelloH\x00\x12\"\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x11.posture.v1.BatchH\x00\x42\t\n\x07message\"M\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x14\n\x0cplan_version\x18\x02 \x01(\t\x12\x17\n\x0fspooled_batches\x18\x03 \x01(\r\"\xef\x01\n\x05\x42\x61tch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0f\x63ollected_at_ms\x18\x02 \x01(\x03\x12\"\n\x07\x63hanged\x18\x03 \x03(\x0b\x32\x11.posture.v1.Table\x12/\n\x07\x64igests\x18\x04 \x03(\x0b\x32\x1e.posture.v1.Batch.DigestsEntry\x12\x14\n\x0cplan_version\x18\x05 \x01(\t\x12\x0c\n\x04\x66ull\x18\x06 \x01(\x08\x12\x17\n\x0fspooled_batches\x18\x07 \x01(\r\x1a.\n\x0c\x44igestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x01\n\x10\x43ollectorMessage\x12\x1e\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x0f.posture.v1.AckH\x00\x12*\n\x04plan\x18\x02 \x01(\x0b\x32\x1a.posture.v1.CollectionPlanH\x00\x12-\n\x0b\x63ollect_now\x18\x03 \x01(\x0b\x32\x16.posture.v1.CollectNowH\x00\x12-\n\x0bresend_full\x18\x04 \x01(\x0b\x32\x16.posture.v1.ResendFullH\x00\x42\t\n\x07message\"\x12\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"\x1c\n\nCollectNow\x12\x0e\n\x06reason\x18\x01 \x01(\t\",\n\nResendFull\x12\x0e\n\x06tables\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x96\x01\n\x0c\x41gentService\x12?\n\x06\x45nroll\x12\x19.posture.v1.EnrollRequest\x1a\x1a.posture.v1.EnrollResponse\x12\x45\n\x07\x43onnect\x12\x18.posture.v1.AgentMessage\x1a\x1c.posture.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,19 +54,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTMESSAGE']._serialized_start=712
   _globals['_AGENTMESSAGE']._serialized_end=809
   _globals['_HELLO']._serialized_start=811
-  _globals['_HELLO']._serialized_end=863
-  _globals['_BATCH']._serialized_start=866
-  _globals['_BATCH']._serialized_end=1080
-  _globals['_BATCH_DIGESTSENTRY']._serialized_start=1034
-  _globals['_BATCH_DIGESTSENTRY']._serialized_end=1080
-  _globals['_COLLECTORMESSAGE']._serialized_start=1083
-  _globals['_COLLECTORMESSAGE']._serialized_end=1282
-  _globals['_ACK']._serialized_start=1284
-  _globals['_ACK']._serialized_end=1302
-  _globals['_COLLECTNOW']._serialized_start=1304
-  _globals['_COLLECTNOW']._serialized_end=1332
-  _globals['_RESENDFULL']._serialized_start=1334
-  _globals['_RESENDFULL']._serialized_end=1378
-  _globals['_AGENTSERVICE']._serialized_start=1381
-  _globals['_AGENTSERVICE']._serialized_end=1531
+  _globals['_HELLO']._serialized_end=888
+  _globals['_BATCH']._serialized_start=891
+  _globals['_BATCH']._serialized_end=1130
+  _globals['_BATCH_DIGESTSENTRY']._serialized_start=1084
+  _globals['_BATCH_DIGESTSENTRY']._serialized_end=1130
+  _globals['_COLLECTORMESSAGE']._serialized_start=1133
+  _globals['_COLLECTORMESSAGE']._serialized_end=1332
+  _globals['_ACK']._serialized_start=1334
+  _globals['_ACK']._serialized_end=1352
+  _globals['_COLLECTNOW']._serialized_start=1354
+  _globals['_COLLECTNOW']._serialized_end=1382
+  _globals['_RESENDFULL']._serialized_start=1384
+  _globals['_RESENDFULL']._serialized_end=1428
+  _globals['_AGENTSERVICE']._serialized_start=1431
+  _globals['_AGENTSERVICE']._serialized_end=1581
 # @@protoc_insertion_point(module_scope)

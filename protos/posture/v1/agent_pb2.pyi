@@ -92,15 +92,17 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_version", "plan_version")
+    __slots__ = ("agent_version", "plan_version", "spooled_batches")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPOOLED_BATCHES_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     plan_version: str
-    def __init__(self, agent_version: _Optional[str] = ..., plan_version: _Optional[str] = ...) -> None: ...
+    spooled_batches: int
+    def __init__(self, agent_version: _Optional[str] = ..., plan_version: _Optional[str] = ..., spooled_batches: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("seq", "collected_at_ms", "changed", "digests", "plan_version", "full")
+    __slots__ = ("seq", "collected_at_ms", "changed", "digests", "plan_version", "full", "spooled_batches")
     class DigestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -114,13 +116,15 @@ class Batch(_message.Message):
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
+    SPOOLED_BATCHES_FIELD_NUMBER: _ClassVar[int]
     seq: int
     collected_at_ms: int
     changed: _containers.RepeatedCompositeFieldContainer[Table]
     digests: _containers.ScalarMap[str, str]
     plan_version: str
     full: bool
-    def __init__(self, seq: _Optional[int] = ..., collected_at_ms: _Optional[int] = ..., changed: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., digests: _Optional[_Mapping[str, str]] = ..., plan_version: _Optional[str] = ..., full: _Optional[bool] = ...) -> None: ...
+    spooled_batches: int
+    def __init__(self, seq: _Optional[int] = ..., collected_at_ms: _Optional[int] = ..., changed: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., digests: _Optional[_Mapping[str, str]] = ..., plan_version: _Optional[str] = ..., full: _Optional[bool] = ..., spooled_batches: _Optional[int] = ...) -> None: ...
 
 class CollectorMessage(_message.Message):
     __slots__ = ("ack", "plan", "collect_now", "resend_full")
