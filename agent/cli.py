@@ -13,9 +13,11 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from agent.collect import collect
 from agent.daemon import AGENT_VERSION, Agent
+from agent.guard import GuardLimits, ResourceGuard, RestartRequested
 from agent.identity import host_identity
 from agent.plan import CollectionPlan, PlanError, load_plan, plan_from_packs
 from agent.service import ServiceError, agent_service, render_definition
@@ -72,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
         "--secret", default=os.environ.get("POSTURE_ENROLL_SECRET"), help="enroll secret"
     )
     commands.choices["once"].add_argument("--timeout", type=float, default=120.0)
+    run = commands.choices["run"]
+    limits = GuardLimits()
+    run.add_argument(
+        "--max-rss-mb", type=float, default=limits.max_rss_mb,
+        help="restart cleanly above this resident memory (default %(default)s)",
+    )  # fmt: skip
+    run.add_argument(
+        "--max-cpu-percent", type=float, default=limits.max_cpu_percent,
+        help="restart cleanly above this share of one core, averaged (default %(default)s)",
+    )  # fmt: skip
     _add_install_service(commands)
     return parser
 
@@ -161,9 +173,20 @@ async def _once(args: argparse.Namespace, sources: list[FactSource]) -> int:
 
 async def _run(args: argparse.Namespace, sources: list[FactSource]) -> int:
     agent, enrollment = _agent(args, sources)
+    agent.guard = ResourceGuard(GuardLimits(args.max_rss_mb, args.max_cpu_percent))
     log.info("agent %s running for host %s", AGENT_VERSION, enrollment.host_id)
-    await agent.run(enrollment)
+    try:
+        await agent.run(enrollment)
+    finally:
+        agent.spool.close()
     return 0
+
+
+def _restart(reason: RestartRequested) -> NoReturn:
+    """Re-execute this agent in place: same PID for the service manager, fresh memory."""
+    log.warning("restarting: %s", reason)
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, "-m", "agent", *sys.argv[1:]])
 
 
 def _install_service(args: argparse.Namespace) -> int:
@@ -221,5 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except TransportError as error:
         print(f"posture-agent: collector refused: {error}", file=sys.stderr)
         return 2 if not error.retryable else 1
+    except RestartRequested as reason:
+        _restart(reason)
     except KeyboardInterrupt:
         return 130

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from agent.guard import ProbeBackoff
 from agent.plan import CollectionPlan
 from agent.sources.base import FactSource, ProbeError, Row, TableRequest
 
@@ -69,6 +70,18 @@ def _collect_table(
         return TableResult(error=f"{source.name}: {error}")
 
 
-def collect(plan: CollectionPlan, sources: Sequence[FactSource]) -> Collection:
+def collect(
+    plan: CollectionPlan, sources: Sequence[FactSource], backoff: ProbeBackoff | None = None
+) -> Collection:
+    """Every table of ``plan``; with ``backoff``, tables whose probe keeps failing are paused."""
     available = [(source, source.tables()) for source in sources if source.available()]
-    return Collection({request.name: _collect_table(request, available) for request in plan.tables})
+    tables: dict[str, TableResult] = {}
+    for request in plan.tables:
+        paused = backoff.paused(request.name) if backoff else None
+        if paused:
+            tables[request.name] = TableResult(error=paused)
+            continue
+        tables[request.name] = _collect_table(request, available)
+        if backoff:
+            backoff.record(request.name, tables[request.name].error or None)
+    return Collection(tables)

@@ -27,6 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from agent.collect import collect
+from agent.guard import ProbeBackoff, ResourceGuard, RestartRequested
 from agent.plan import CollectionPlan
 from agent.sources.base import FactSource
 from agent.spool import Enrollment, Spool
@@ -57,10 +58,18 @@ RECENT_SECONDS = 10.0
 
 
 class Agent:
-    def __init__(self, spool: Spool, sources: Sequence[FactSource], plan: CollectionPlan) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        sources: Sequence[FactSource],
+        plan: CollectionPlan,
+        guard: ResourceGuard | None = None,
+    ) -> None:
         self.spool = spool
         self.sources = sources
         self.plan = plan
+        self.guard = guard
+        self.backoff = ProbeBackoff()
         self._spooled = asyncio.Event()
         self._collect_now = asyncio.Event()
         self._last_collection = float("-inf")
@@ -73,7 +82,7 @@ class Agent:
         started = time.monotonic()
         self._collecting = True
         try:
-            collection = await asyncio.to_thread(collect, self.plan, self.sources)
+            collection = await asyncio.to_thread(collect, self.plan, self.sources, self.backoff)
             seq, changed = await asyncio.to_thread(
                 self.spool.spool, collection, int(time.time() * 1000), self.plan.version
             )
@@ -151,7 +160,12 @@ class Agent:
         await self._session(enrollment, drain=drain, collect_on_request=drain)
 
     async def _session(
-        self, enrollment: Enrollment, *, drain: bool, collect_on_request: bool
+        self,
+        enrollment: Enrollment,
+        *,
+        drain: bool,
+        collect_on_request: bool,
+        collection_loop: asyncio.Task[None] | None = None,
     ) -> None:
         async with open_channel(enrollment.collector, Path(enrollment.ca_cert)) as channel:
             stream = AgentStream(channel, enrollment.credential)
@@ -164,8 +178,11 @@ class Agent:
             ]
             if collect_on_request:
                 tasks.append(asyncio.create_task(self._collect_on_request()))
+            # The daemon's collection loop is watched too: if it stops (a restart is due),
+            # the session ends instead of waiting for a collection that will never come.
+            watched = [*tasks, collection_loop] if collection_loop else tasks
             try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()
             except BaseException:
@@ -191,7 +208,9 @@ class Agent:
             while True:
                 await self._until_pending(collector)
                 try:
-                    await self._session(enrollment, drain=True, collect_on_request=False)
+                    await self._session(
+                        enrollment, drain=True, collect_on_request=False, collection_loop=collector
+                    )
                 except TransportError as error:
                     level = logging.WARNING if error.retryable else logging.ERROR
                     log.log(level, "collector %s: %s", enrollment.collector, error)
@@ -204,6 +223,10 @@ class Agent:
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 else:
                     backoff = BACKOFF_FIRST
+                # After a session, so a restart comes after delivery (the spool would keep
+                # anything unacknowledged across it anyway).
+                if self.guard and (reason := self.guard.over_limit()):
+                    raise RestartRequested(reason)
         finally:
             collector.cancel()
 

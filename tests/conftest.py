@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -114,3 +115,46 @@ class AgentProcess:
 @pytest.fixture
 def agent(tmp_path: Path) -> AgentProcess:
     return AgentProcess(tmp_path / "agent")
+
+
+@dataclass
+class InProcessCollector:
+    """A real grpc.aio collector server with TLS on 127.0.0.1, inside the test's event loop."""
+
+    service: Any
+    channel: Any
+    stub: Any
+    address: str
+    secret: str
+
+
+@pytest.fixture
+async def serving(tmp_path: Path, pki: LocalPki) -> AsyncIterator[InProcessCollector]:
+    import grpc
+    from grpc_health.v1 import health_pb2
+
+    from collector.policy.loader import load_packs
+    from collector.service import PostureService
+    from collector.store import SqliteStore
+    from collector.transport.server import ServerConfig, build_server
+    from protos.posture.v1 import agent_pb2_grpc
+
+    store = SqliteStore(tmp_path / "collector.db")
+    service = PostureService(store, load_packs(POLICIES))
+    worker = ThreadPoolExecutor(max_workers=1)
+    config = ServerConfig("127.0.0.1:0", pki.server_cert, pki.server_key, 1024 * 1024)
+    server, port, health = build_server(service, worker, config)
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    address = f"127.0.0.1:{port}"
+    channel = grpc.aio.secure_channel(
+        address, grpc.ssl_channel_credentials(pki.ca_cert.read_bytes())
+    )
+    _, secret = service.create_enroll_secret("test")
+    stub = agent_pb2_grpc.AgentServiceStub(channel)
+    yield InProcessCollector(service, channel, stub, address, secret)
+    await channel.close()
+    await server.stop(None)
+    worker.shutdown()
+    service.close()
+    store.close()

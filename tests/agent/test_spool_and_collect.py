@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.collect import Collection, TableResult, collect, table_digest
+from agent.guard import ProbeBackoff
 from agent.plan import CollectionPlan, PlanError, load_plan
 from agent.sources.base import ProbeError, Row, TableRequest
 from agent.spool import Enrollment, Spool
@@ -95,6 +96,7 @@ class _Source:
 
     def __init__(self, tables: dict[str, list[Row] | str]) -> None:
         self._tables = tables
+        self.calls: list[str] = []
 
     def available(self) -> bool:
         return True
@@ -103,6 +105,7 @@ class _Source:
         return frozenset(self._tables)
 
     def collect(self, request: TableRequest) -> list[Row]:
+        self.calls.append(request.name)
         answer = self._tables[request.name]
         if isinstance(answer, str):
             raise ProbeError(answer)
@@ -132,3 +135,16 @@ def test_plan_files_are_validated(tmp_path: Path) -> None:
         load_plan(path)
     with pytest.raises(PlanError, match="cannot read plan"):
         load_plan(tmp_path / "missing.json")
+
+
+def test_a_probe_that_keeps_failing_is_paused_and_reported_not_retried() -> None:
+    source = _Source({"bitlocker_info": "timed out after 10 s", "users": []})
+    plan = CollectionPlan("v", 300, (TableRequest("bitlocker_info"), TableRequest("users")))
+    backoff = ProbeBackoff(threshold=2, first_pause_seconds=3600)
+    results = [collect(plan, [source], backoff).tables for _ in range(4)]
+    assert source.calls.count("bitlocker_info") == 2
+    assert source.calls.count("users") == 4
+    assert results[0]["bitlocker_info"].error == "recorded: timed out after 10 s"
+    paused = results[3]["bitlocker_info"].error
+    assert "paused after 2 failures" in paused and "timed out" in paused
+    assert table_digest(results[2]["bitlocker_info"]) == table_digest(results[3]["bitlocker_info"])

@@ -126,3 +126,24 @@ def _wait_for_more_batches(db: Path, count: int, timeout: float = 60.0) -> None:
     while len(_stored_seqs(db)) < target:
         assert time.monotonic() < deadline, f"fewer than {target} batches stored in {timeout}s"
         time.sleep(0.2)
+
+
+def test_agent_over_its_memory_cap_restarts_itself_and_loses_nothing(
+    collector: Any, agent: Any
+) -> None:
+    collector.stop()
+    collector.interval = 1
+    collector.start()
+    _enroll(collector, agent)
+    daemon = agent.start("run", "--max-rss-mb", "1")  # every collection is over the cap
+    try:
+        _wait_for_more_batches(collector.db, 3)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    log = (agent.state_dir.parent / "agent.log").read_text()
+    assert log.count("restarting: memory") >= 2, log[-2000:]
+    last_seq, pending = _agent_state(agent)
+    stored = _stored_seqs(collector.db)
+    assert stored == sorted(set(stored))
+    assert set(range(1, last_seq + 1)) - set(pending) <= set(stored)
