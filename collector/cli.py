@@ -2,7 +2,8 @@
 
 Commands other than ``serve`` open the same SQLite file directly (WAL lets them read and
 write beside a running server). Exit codes: 0 success, 1 a finding (failing policy check
-files), 2 usage errors (unknown host, bad arguments).
+files, a report that does not verify), 2 usage errors (unknown host, bad arguments).
+Administration lives in ``cli_admin``, reports and drift in ``cli_reports``.
 """
 
 from __future__ import annotations
@@ -11,32 +12,21 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from collector import cli_admin, cli_reports
+from collector.cli_common import REPO_POLICIES, add_common, open_service
+from collector.governance import Governance
+from collector.notify import Notifier, WebhookConfig
 from collector.policy.loader import PolicyError, load_packs
-from collector.reports import FORMATS, build_report, render
-from collector.service import HostView, PostureService, ServiceError
-from collector.store import SqliteStore
+from collector.retention import RetentionThread
+from collector.service import DEFAULT_SCORE_DROP_POINTS, HostView, PostureService, ServiceError
 from collector.tls import ensure_local_pki
 
 __all__ = ["main"]
-
-REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db",
-        type=Path,
-        default=Path(os.environ.get("POSTURE_DB", "posture.db")),
-        help="SQLite database (default: $POSTURE_DB or ./posture.db)",
-    )
-    parser.add_argument("--policies", type=Path, default=REPO_POLICIES, help="policy packs")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC collector")
-    _add_common(serve)
+    add_common(serve)
     serve.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0 = any)")
     serve.add_argument(
         "--tls-dir",
@@ -59,27 +49,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     serve.add_argument("--interval", type=int, default=300, help="agents' collection interval, s")
     serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
+    serve.add_argument("--metrics-listen", help="HOST:PORT for Prometheus /metrics (default off)")
+    serve.add_argument("--webhook-url", help="POST each new drift event here (http/https)")
+    serve.add_argument("--webhook-secret-file", type=Path, help="HMAC-SHA256 key for webhooks")
+    serve.add_argument(
+        "--score-drop",
+        type=float,
+        default=DEFAULT_SCORE_DROP_POINTS,
+        help="a host score falling by more points than this is drift (default 10)",
+    )
+    serve.add_argument("--retention-days", type=int, help="compact older history daily")
 
     secrets = commands.add_parser("enroll-secret", help="manage enroll secrets")
     secret_commands = secrets.add_subparsers(dest="action", required=True)
     for action in ("create", "revoke"):
         sub = secret_commands.add_parser(action)
-        _add_common(sub)
+        add_common(sub)
         sub.add_argument("name")
-    _add_common(secret_commands.add_parser("list"))
+        if action == "create":
+            sub.add_argument("--group", help="hosts enrolling with this secret join this group")
+    add_common(secret_commands.add_parser("list"))
 
     hosts = commands.add_parser("hosts", help="list hosts with scores")
-    _add_common(hosts)
+    add_common(hosts)
+    hosts.add_argument("--group", help="only hosts in this group")
     hosts.add_argument("--format", choices=("table", "json"), default="table")
     host = commands.add_parser("host", help="one host's checks with status and evidence")
-    _add_common(host)
+    add_common(host)
     host.add_argument("host", help="host id, hostname or hardware uuid")
     host.add_argument("--format", choices=("table", "json"), default="table")
 
     credential = commands.add_parser("credential", help="agent credentials")
     credential_commands = credential.add_subparsers(dest="action", required=True)
     revoke = credential_commands.add_parser("revoke", help="refuse this host's agent from now on")
-    _add_common(revoke)
+    add_common(revoke)
     revoke.add_argument("host")
 
     policies = commands.add_parser("policies", help="policy packs")
@@ -87,10 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     check = policy_commands.add_parser("check", help="validate packs; exit 1 with the errors")
     check.add_argument("--policies", type=Path, default=REPO_POLICIES)
 
-    report = commands.add_parser("report", help="compliance report")
-    _add_common(report)
-    report.add_argument("--format", choices=FORMATS, default="table")
-    report.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    cli_reports.add_parsers(commands)
+    cli_admin.add_parsers(commands)
 
     quickstart = commands.add_parser("quickstart", help="collector + local agent, end to end")
     quickstart.add_argument("--dir", type=Path, default=Path(".posture"))
@@ -98,34 +99,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextmanager
-def _service(args: argparse.Namespace, interval: int = 300) -> Iterator[PostureService]:
-    packs = load_packs(args.policies)
-    store = SqliteStore(args.db)
-    service = PostureService(store, packs, interval_seconds=interval)
-    try:
-        yield service
-    finally:
-        service.close()
-        store.close()
-
-
 def _print_hosts(views: list[HostView], fmt: str) -> int:
     if fmt == "json":
         print(json.dumps([_view_json(v) for v in views], indent=2, default=str))
         return 0
-    print(f"{'ID':>4}  {'HOSTNAME':<24} {'PLATFORM':<8} {'SCORE':>7}  {'FAIL':>4}  LAST COLLECTED")
+    print(
+        f"{'ID':>4}  {'HOSTNAME':<24} {'PLATFORM':<8} {'SCORE':>7} {'WAIVED':>7}  {'FAIL':>4}"
+        f"  {'LAST COLLECTED':<25} GROUPS"
+    )
     for view in views:
-        percent = "n/a" if view.score.percent is None else f"{view.score.percent:.1f}%"
+        raw, adjusted = (
+            "n/a" if value is None else f"{value:.1f}%"
+            for value in (view.score.percent, view.score.adjusted_percent)
+        )
         seen = (
             view.host.last_collected_at.isoformat(timespec="seconds")
             if view.host.last_collected_at
             else "never"
         )
-        stale = "  STALE" if view.stale else ""
+        stale = " STALE" if view.stale else ""
         print(
             f"{view.host.id:>4}  {view.host.identity.hostname:<24} {view.host.identity.platform:<8}"
-            f" {percent:>7}  {view.score.failed:>4}  {seen}{stale}"
+            f" {raw:>7} {adjusted:>7}  {view.score.failed:>4}  {seen + stale:<25}"
+            f" {', '.join(view.groups)}"
         )
     return 0
 
@@ -133,9 +129,12 @@ def _print_hosts(views: list[HostView], fmt: str) -> int:
 def _view_json(view: HostView) -> dict[str, object]:
     return {
         "host": asdict(view.host),
+        "groups": list(view.groups),
         "stale": view.stale,
         "score": asdict(view.score),
-        "results": [asdict(result) for result in view.results],
+        "results": [
+            asdict(result) | {"waived": result.check_id in view.waived} for result in view.results
+        ],
     }
 
 
@@ -146,7 +145,11 @@ def _print_host(service: PostureService, view: HostView, fmt: str) -> int:
     _print_hosts([view], "table")
     for result in view.results:
         check = service.checks[result.check_id]
-        print(f"\n[{result.status.value.upper()}] {check.severity.value} {check.id}: {check.title}")
+        waived = " (waived)" if result.check_id in view.waived else ""
+        print(
+            f"\n[{result.status.value.upper()}]{waived} {check.severity.value} {check.id}:"
+            f" {check.title}"
+        )
         if result.reason:
             print(f"  reason: {result.reason}")
         for row in result.evidence[:10]:
@@ -171,20 +174,31 @@ def _run(args: argparse.Namespace) -> int:
         return run_quickstart(args.dir, args.port)
     handlers: dict[str, Callable[[argparse.Namespace, PostureService], int]] = {
         "enroll-secret": _enroll_secret,
-        "hosts": lambda a, s: _print_hosts(s.host_views(), a.format),
+        "hosts": _hosts,
         "host": lambda a, s: _print_host(s, s.host_view(s.find_host(a.host)), a.format),
         "credential": _revoke_credential,
-        "report": _report,
+        **cli_reports.HANDLERS,
+        **cli_admin.HANDLERS,
     }
-    with _service(args) as service:
+    with open_service(args) as service:
         return handlers[command](args, service)
+
+
+def _hosts(args: argparse.Namespace, service: PostureService) -> int:
+    if args.group is None:
+        return _print_hosts(service.host_views(), args.format)
+    members = {host.id for host in Governance(service).hosts_in_group(args.group, service.clock())}
+    return _print_hosts([v for v in service.host_views() if v.host.id in members], args.format)
 
 
 def _enroll_secret(args: argparse.Namespace, service: PostureService) -> int:
     if args.action == "create":
-        record, secret = service.create_enroll_secret(args.name)
+        record, secret = service.create_enroll_secret(args.name, args.group)
         print(secret)
-        print(f"enroll secret {record.name!r} created; it is shown only once", file=sys.stderr)
+        group = f" (hosts enrolling with it join {record.group})" if record.group else ""
+        print(
+            f"enroll secret {record.name!r} created{group}; it is shown only once", file=sys.stderr
+        )
     elif args.action == "revoke":
         count = service.store.revoke_enroll_secret(args.name, service.clock())
         if not count:
@@ -193,7 +207,8 @@ def _enroll_secret(args: argparse.Namespace, service: PostureService) -> int:
     else:
         for s in service.store.list_enroll_secrets():
             state = f"revoked {s.revoked_at.isoformat()}" if s.revoked_at else "live"
-            print(f"{s.id:>4}  {s.name:<24} {state:<36} uses {s.uses}")
+            group = f"  group {s.group}" if s.group else ""
+            print(f"{s.id:>4}  {s.name:<24} {state:<36} uses {s.uses}{group}")
     return 0
 
 
@@ -201,20 +216,6 @@ def _revoke_credential(args: argparse.Namespace, service: PostureService) -> int
     host = service.find_host(args.host)
     service.revoke_credential(host)
     print(f"agent credential of host {host.id} ({host.identity.hostname}) revoked")
-    return 0
-
-
-def _report(args: argparse.Namespace, service: PostureService) -> int:
-    views = service.host_views()
-    report = build_report(
-        views, service.fleet(views), service.packs, service.checks, service.clock()
-    )
-    text = render(report, args.format)
-    if args.output:
-        args.output.write_text(text)
-        print(f"report written to {args.output} (sha256 {report.sha256})", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
     return 0
 
 
@@ -228,12 +229,60 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         pki = ensure_local_pki(args.tls_dir)
         cert, key = pki.server_cert, pki.server_key
-    config = ServerConfig(args.listen, cert, key, max_message_bytes=args.max_message_bytes)
-    with _service(args, interval=args.interval) as service:
-        evaluated = service.evaluate_all()
-        logging.getLogger("posture.collector").info("re-evaluated %d host(s)", evaluated)
-        asyncio.run(run_server(service, config))
+    config = ServerConfig(
+        args.listen,
+        cert,
+        key,
+        max_message_bytes=args.max_message_bytes,
+        metrics_listen=args.metrics_listen,
+    )
+    webhook = _webhook_config(args)
+    if args.retention_days is not None and args.retention_days < 1:
+        raise ServiceError("--retention-days must be at least 1")
+    with open_service(args, interval=args.interval) as service:
+        service.score_drop_points = args.score_drop
+        notifier = _start_notifier(service, webhook)
+        retention = _start_retention(service, args.retention_days)
+        try:
+            evaluated = service.evaluate_all()
+            logging.getLogger("posture.collector").info("re-evaluated %d host(s)", evaluated)
+            asyncio.run(run_server(service, config))
+        finally:
+            for thread in (notifier, retention):
+                if thread is not None:
+                    thread.stop()
     return 0
+
+
+def _webhook_config(args: argparse.Namespace) -> WebhookConfig | None:
+    if bool(args.webhook_url) != bool(args.webhook_secret_file):
+        raise ServiceError("--webhook-url and --webhook-secret-file go together")
+    if not args.webhook_url:
+        return None
+    secret = args.webhook_secret_file.read_bytes().strip()
+    try:
+        return WebhookConfig(args.webhook_url, secret)
+    except ValueError as error:
+        raise ServiceError(str(error)) from None
+
+
+def _start_notifier(service: PostureService, config: WebhookConfig | None) -> Notifier | None:
+    """Queue drift events for the webhook and deliver them from a thread of their own."""
+    if config is None:
+        return None
+    service.store.notify_events = True
+    notifier = Notifier(service.store.path, config, service.checks, service.clock)
+    service.after_ingest = notifier.wake
+    notifier.start()
+    return notifier
+
+
+def _start_retention(service: PostureService, keep_days: int | None) -> RetentionThread | None:
+    if keep_days is None:
+        return None
+    retention = RetentionThread(service.store.path, keep_days, service.clock)
+    retention.start()
+    return retention
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,8 @@ class EnrollSecret:
     created_at: datetime
     revoked_at: datetime | None
     uses: int
+    #: The group every host enrolled with this secret joins (None: no group).
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class IngestOutcome:
 
 @dataclass(frozen=True)
 class StoredResult:
-    """The latest result of one check on one host."""
+    """The latest result of one check on one host (``changed_at``: when its status last
+    changed)."""
 
     host_id: int
     check_id: str

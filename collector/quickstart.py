@@ -19,7 +19,7 @@ from pathlib import Path
 
 from collector.policy.loader import load_packs
 from collector.policy.model import Status
-from collector.reports import build_report, render
+from collector.reporting import ReportRequest, issue_report
 from collector.service import HostView, PostureService
 from collector.store import SqliteStore
 from collector.tls import ensure_local_pki
@@ -131,13 +131,12 @@ def run_quickstart(directory: Path, port: int) -> int:
     _summary(service, view)
     reports = directory / "reports"
     reports.mkdir(exist_ok=True)
-    views = service.host_views()
-    report = build_report(
-        views, service.fleet(views), service.packs, service.checks, service.clock()
-    )
-    for fmt, suffix in (("table", "txt"), ("json", "json"), ("csv", "csv")):
-        (reports / f"report.{suffix}").write_text(render(report, fmt))
-    print(f"\nReports: {reports}/report.txt, report.json, report.csv (sha256 {report.sha256})")
+    content = ""
+    for fmt, suffix in (("table", "txt"), ("json", "json"), ("csv", "csv"), ("html", "html")):
+        issued = issue_report(service, ReportRequest(fmt=fmt, user="quickstart"))
+        (reports / f"report.{suffix}").write_bytes(issued.data)
+        content = issued.report.content_sha256
+    print(f"\nReports: {reports}/report.txt, .json, .csv, .html (content sha256 {content})")
     print(f"More: posture-collector host {host.id} --db {database}")
     service.close()
     store.close()

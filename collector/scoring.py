@@ -7,6 +7,11 @@ check that could not run), while not-applicable and unknown results are left out
 results lower ``coverage`` instead, the share of checks that produced a verdict. Scores are
 always published beside their counts, so a 100 % from two checks is never mistaken for a
 100 % from two hundred.
+
+A ``waived`` result (a failure or error covered by an effective waiver) keeps its real
+status: the raw score counts it as what it is, the waiver-adjusted score as compliant, and
+reports show both side by side, so an exception never hides a finding. Results are given as
+``(severity, status)`` or ``(severity, status, waived)``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from dataclasses import dataclass
 
 from collector.policy.model import Severity, Status
 
-__all__ = ["BUCKETS", "FleetScore", "HostScore", "fleet_score", "host_score"]
+__all__ = ["BUCKETS", "FleetScore", "HostScore", "Scored", "fleet_score", "host_score"]
+
+#: One result to score: (severity, status) or (severity, status, waived).
+Scored = tuple[Severity, Status] | tuple[Severity, Status, bool]
 
 #: Host score buckets of the fleet distribution: (label, lowest percent in the bucket).
 BUCKETS: tuple[tuple[str, float], ...] = (
@@ -33,7 +41,9 @@ class HostScore:
     """One host's score (0-100, None when no check was judged) and its counts.
 
     ``coverage`` (0-1) is (pass + fail) / (pass + fail + error + unknown): the share of the
-    applicable checks that gave a verdict; None when no check applies.
+    applicable checks that gave a verdict; None when no check applies. ``waived`` counts
+    failures and errors covered by a waiver (they stay in ``failed``/``errors``);
+    ``adjusted_percent`` is the score counting them as compliant.
     """
 
     percent: float | None
@@ -43,6 +53,8 @@ class HostScore:
     notapplicable: int
     unknown: int
     coverage: float | None
+    waived: int
+    adjusted_percent: float | None
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ class FleetScore:
     share_without_severe_failures: float | None
     distribution: dict[str, int]
     unscored: int
+    waived: int
+    adjusted_percent: float | None
 
 
 class _Tally:
@@ -73,15 +87,21 @@ class _Tally:
     def __init__(self) -> None:
         self.counts = dict.fromkeys(Status, 0)
         self.weight_passed = 0
+        self.weight_waived = 0
         self.weight_judged = 0
+        self.waived = 0
         self.severe_failure = False
 
-    def add(self, severity: Severity, status: Status) -> None:
+    def add(self, result: Scored) -> None:
+        severity, status = result[0], result[1]
         self.counts[status] += 1
         if status in (Status.PASS, Status.FAIL, Status.ERROR):
             self.weight_judged += severity.weight
         if status is Status.PASS:
             self.weight_passed += severity.weight
+        elif len(result) == 3 and result[2] and status in (Status.FAIL, Status.ERROR):
+            self.waived += 1
+            self.weight_waived += severity.weight
         if status is Status.FAIL and severity in _SEVERE:
             self.severe_failure = True
 
@@ -91,16 +111,22 @@ class _Tally:
             return None
         return 100.0 * self.weight_passed / self.weight_judged
 
+    @property
+    def adjusted_percent(self) -> float | None:
+        if not self.weight_judged:
+            return None
+        return 100.0 * (self.weight_passed + self.weight_waived) / self.weight_judged
 
-def host_score(results: Iterable[tuple[Severity, Status]]) -> HostScore:
+
+def host_score(results: Iterable[Scored]) -> HostScore:
     """Score one host's results.
 
     >>> host_score([(Severity.HIGH, Status.PASS), (Severity.LOW, Status.FAIL)]).percent
     87.5
     """
     tally = _Tally()
-    for severity, status in results:
-        tally.add(severity, status)
+    for result in results:
+        tally.add(result)
     counts = tally.counts
     verdicts = counts[Status.PASS] + counts[Status.FAIL]
     applicable = verdicts + counts[Status.ERROR] + counts[Status.UNKNOWN]
@@ -112,6 +138,8 @@ def host_score(results: Iterable[tuple[Severity, Status]]) -> HostScore:
         notapplicable=counts[Status.NOTAPPLICABLE],
         unknown=counts[Status.UNKNOWN],
         coverage=verdicts / applicable if applicable else None,
+        waived=tally.waived,
+        adjusted_percent=tally.adjusted_percent,
     )
 
 
@@ -119,7 +147,7 @@ def _bucket(percent: float) -> str:
     return next(label for label, lowest in reversed(BUCKETS) if percent >= lowest)
 
 
-def fleet_score(hosts: Iterable[Iterable[tuple[Severity, Status]]]) -> FleetScore:
+def fleet_score(hosts: Iterable[Iterable[Scored]]) -> FleetScore:
     """Score a set of hosts, each given as its results (a micro-average over all pairs,
     so a large group is not outweighed by a small one)."""
     fleet = _Tally()
@@ -127,9 +155,9 @@ def fleet_score(hosts: Iterable[Iterable[tuple[Severity, Status]]]) -> FleetScor
     host_count = unscored = without_severe = 0
     for results in hosts:
         host = _Tally()
-        for severity, status in results:
-            host.add(severity, status)
-            fleet.add(severity, status)
+        for result in results:
+            host.add(result)
+            fleet.add(result)
         host_count += 1
         without_severe += not host.severe_failure
         percent = host.percent
@@ -149,4 +177,6 @@ def fleet_score(hosts: Iterable[Iterable[tuple[Severity, Status]]]) -> FleetScor
         share_without_severe_failures=without_severe / host_count if host_count else None,
         distribution=distribution,
         unscored=unscored,
+        waived=fleet.waived,
+        adjusted_percent=fleet.adjusted_percent,
     )

@@ -4,6 +4,11 @@ Transport (gRPC, CLI) calls these methods with domain records and turns the doma
 below into status codes or exit codes; storage sits behind ``SqliteStore``. Nothing here
 knows about gRPC or HTTP. Calls are synchronous and meant for one worker thread: SQLite has
 one writer at a time, and queuing writes in one thread avoids lock contention entirely.
+
+Ingest stores the batch (with its fact history and configuration drift, in the store's
+transaction), then re-evaluates the checks whose tables changed and saves the results with
+the compliance drift they cause (``collector.drift.compliance_drift``) in one more.
+Administration (groups, waivers, baselines) is in ``collector.governance``.
 """
 
 from __future__ import annotations
@@ -12,16 +17,23 @@ import hashlib
 import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
+from collector.drift import DriftEvent, compliance_drift
+from collector.groups import GroupRule, host_groups, valid_group_name
+from collector.history import STALE_AFTER_INTERVALS, is_stale, stale_reason
 from collector.model import EnrollSecret, FactBatch, Host, HostIdentity, IngestOutcome, StoredResult
 from collector.policy.evaluate import Evaluator
 from collector.policy.model import Check, Pack, Status
 from collector.policy.plan import CollectionPlan, collection_plan
 from collector.scoring import FleetScore, HostScore, fleet_score, host_score
 from collector.store import HostExistsError, SqliteStore
+from collector.tracked import plan_with_tracking
+from collector.waivers import Waiver, applicable_waiver
 
 __all__ = [
+    "DEFAULT_SCORE_DROP_POINTS",
+    "STALE_AFTER_INTERVALS",
     "AlreadyEnrolledError",
     "AuthenticationError",
     "Enrollment",
@@ -31,8 +43,8 @@ __all__ = [
     "hash_secret",
 ]
 
-#: A host that has not reported for this many collection intervals is stale.
-STALE_AFTER_INTERVALS = 2
+#: A host score falling by more than this many points in one evaluation is drift.
+DEFAULT_SCORE_DROP_POINTS = 10.0
 
 
 class ServiceError(Exception):
@@ -56,12 +68,27 @@ class Enrollment:
 
 @dataclass(frozen=True)
 class HostView:
-    """A host with its score and results as an analyst should read them right now."""
+    """A host with its score and results as an analyst should read them right now.
+
+    ``waived`` names the failing checks an effective waiver covers (their results stay as
+    they are; ``score.adjusted_percent`` counts them as compliant).
+    """
 
     host: Host
     stale: bool
     score: HostScore
     results: tuple[StoredResult, ...]
+    groups: tuple[str, ...] = ()
+    waived: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Overlay:
+    """What host views need beyond results: group rules, secret groups, waivers."""
+
+    rules: tuple[GroupRule, ...]
+    secret_groups: dict[int, str]
+    waivers: tuple[Waiver, ...]
 
 
 def hash_secret(secret: str) -> str:
@@ -81,12 +108,16 @@ class PostureService:
         *,
         interval_seconds: int = 300,
         clock: Callable[[], datetime] = utc_now,
+        score_drop_points: float = DEFAULT_SCORE_DROP_POINTS,
     ) -> None:
         self.store = store
         self.packs = tuple(packs)
         self.checks: dict[str, Check] = {c.id: c for pack in packs for c in pack.checks}
         self.interval_seconds = interval_seconds
         self.clock = clock
+        self.score_drop_points = score_drop_points
+        #: Called after each stored batch (the webhook notifier's wake-up), if set.
+        self.after_ingest: Callable[[], None] | None = None
         self.evaluator = Evaluator(store.path, list(self.checks.values()))
         self._plans: dict[str, CollectionPlan] = {}
         store.record_packs(self.packs, clock())
@@ -96,10 +127,14 @@ class PostureService:
 
     # Enrollment and identity ----------------------------------------------------------
 
-    def create_enroll_secret(self, name: str) -> tuple[EnrollSecret, str]:
-        """A new secret, returned in clear exactly once; only its hash is kept."""
+    def create_enroll_secret(self, name: str, group: str | None = None) -> tuple[EnrollSecret, str]:
+        """A new secret, returned in clear exactly once; only its hash is kept. Hosts that
+        enroll with it join ``group``."""
+        if group is not None and not valid_group_name(group):
+            raise ServiceError(f"invalid group name {group!r}: letters, digits, ' -_.' only")
         secret = secrets.token_urlsafe(32)
-        return self.store.create_enroll_secret(name, hash_secret(secret), self.clock()), secret
+        record = self.store.create_enroll_secret(name, hash_secret(secret), self.clock(), group)
+        return record, secret
 
     def enroll(self, enroll_secret: str, identity: HostIdentity) -> Enrollment:
         secret = self.store.find_live_enroll_secret(hash_secret(enroll_secret))
@@ -128,8 +163,10 @@ class PostureService:
         return host
 
     def plan_for(self, platform: str) -> CollectionPlan:
+        """What agents on ``platform`` collect: the packs' plan plus the tracked views'."""
         if platform not in self._plans:
-            self._plans[platform] = collection_plan(self.packs, platform, self.interval_seconds)
+            plan = collection_plan(self.packs, platform, self.interval_seconds)
+            self._plans[platform] = plan_with_tracking(plan, platform)
         return self._plans[platform]
 
     # Ingest and evaluation ------------------------------------------------------------
@@ -139,6 +176,8 @@ class PostureService:
         outcome = self.store.apply_batch(host.id, batch, self.clock())
         if outcome.changed_tables:
             self.evaluate_host(host, outcome.changed_tables)
+        if self.after_ingest is not None and not outcome.duplicate:
+            self.after_ingest()
         return outcome
 
     def evaluate_host(self, host: Host, only_tables: Collection[str] | None = None) -> None:
@@ -152,7 +191,28 @@ class PostureService:
             StoredResult(host.id, r.check_id, r.status, r.reason, r.evidence, now, now)
             for r in results
         ]
-        self.store.save_results(host.id, stored, now)
+        previous = self.store.results_for(host.id)
+        events = self._compliance_drift(previous, stored)
+        self.store.save_results(host.id, stored, now, previous=previous, events=events)
+
+    def _compliance_drift(
+        self, previous: Sequence[StoredResult], current: Sequence[StoredResult]
+    ) -> list[DriftEvent]:
+        """Flips, and a score drop measured on the checks the host had results for before
+        (a newly added check is not the host getting worse)."""
+        before = {r.check_id: r for r in previous if r.check_id in self.checks}
+        after = before | {r.check_id: r for r in current if r.check_id in before}
+        flips = [
+            (r.check_id, before[r.check_id].status if r.check_id in before else None, r.status)
+            for r in current
+            if r.check_id not in before or before[r.check_id].status != r.status
+        ]
+        return compliance_drift(
+            flips,
+            self._score(tuple(before.values())).percent,
+            self._score(tuple(after.values())).percent,
+            self.score_drop_points,
+        )
 
     def evaluate_all(self) -> int:
         """Re-evaluate every host (on start: packs may have changed, or a crash cut a run)."""
@@ -164,36 +224,57 @@ class PostureService:
     # Views ----------------------------------------------------------------------------
 
     def is_stale(self, host: Host) -> bool:
-        if host.last_collected_at is None:
-            return True
-        limit = timedelta(seconds=STALE_AFTER_INTERVALS * host.interval_seconds)
-        return self.clock() - host.last_collected_at > limit
+        return is_stale(host.last_collected_at, host.interval_seconds, self.clock())
 
-    def host_view(self, host: Host) -> HostView:
+    def host_view(self, host: Host, overlay: _Overlay | None = None) -> HostView:
+        overlay = overlay or self._overlay()
         results = tuple(r for r in self.store.results_for(host.id) if r.check_id in self.checks)
         stale = self.is_stale(host)
         if stale:
             results = tuple(self._as_stale(host, result) for result in results)
-        return HostView(host, stale, self._score(results), results)
+        now = self.clock()
+        hostname = host.identity.hostname
+        groups = host_groups(hostname, overlay.secret_groups.get(host.id), overlay.rules, now)
+        waived = frozenset(
+            r.check_id
+            for r in results
+            if r.status in (Status.FAIL, Status.ERROR)
+            and applicable_waiver(overlay.waivers, host.id, groups, r.check_id, now)
+        )
+        score = host_score(
+            (self.checks[r.check_id].severity, r.status, r.check_id in waived) for r in results
+        )
+        return HostView(host, stale, score, results, groups, waived)
+
+    def _overlay(self) -> _Overlay:
+        return _Overlay(
+            tuple(self.store.group_rules()),
+            self.store.host_secret_groups(),
+            tuple(self.store.list_waivers()),
+        )
 
     def _as_stale(self, host: Host, result: StoredResult) -> StoredResult:
         """Results of a stale host read as unknown: the facts behind them may be out of date."""
         if result.status is Status.NOTAPPLICABLE:
             return result
-        seen = host.last_collected_at.isoformat() if host.last_collected_at else "never"
-        reason = f"host is stale (last collected {seen}); was {result.status.value}"
+        reason = stale_reason(host.last_collected_at, result.status)
         return replace(result, status=Status.UNKNOWN, reason=reason)
 
     def _score(self, results: Sequence[StoredResult]) -> HostScore:
         return host_score((self.checks[r.check_id].severity, r.status) for r in results)
 
     def host_views(self) -> list[HostView]:
-        return [self.host_view(host) for host in self.store.list_hosts()]
+        overlay = self._overlay()
+        return [self.host_view(host, overlay) for host in self.store.list_hosts()]
 
     def fleet(self, views: Sequence[HostView] | None = None) -> FleetScore:
         views = self.host_views() if views is None else views
         return fleet_score(
-            [(self.checks[r.check_id].severity, r.status) for r in view.results] for view in views
+            [
+                (self.checks[r.check_id].severity, r.status, r.check_id in view.waived)
+                for r in view.results
+            ]
+            for view in views
         )
 
     def find_host(self, reference: str) -> Host:

@@ -4,6 +4,20 @@
 methods, not on SQL, so a second engine (PostgreSQL) can stand behind the same methods.
 """
 
-from collector.store.sqlite import HostExistsError, SqliteStore, Transition
+from collector.store.drift import EventFilter, Pending
+from collector.store.history import FactChange, HostActivity, IssuedReport, ResultAt
+from collector.store.hosts import HostExistsError
+from collector.store.results import Transition
+from collector.store.sqlite import SqliteStore
 
-__all__ = ["HostExistsError", "SqliteStore", "Transition"]
+__all__ = [
+    "EventFilter",
+    "FactChange",
+    "HostActivity",
+    "HostExistsError",
+    "IssuedReport",
+    "Pending",
+    "ResultAt",
+    "SqliteStore",
+    "Transition",
+]

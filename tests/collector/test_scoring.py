@@ -37,6 +37,8 @@ def test_host_score_weighs_by_severity_and_counts_every_status() -> None:
         "notapplicable": 1,
         "unknown": 1,
         "coverage": pytest.approx(0.6),
+        "waived": 0,
+        "adjusted_percent": pytest.approx(100 * 11 / 21),
     }
 
 
@@ -80,6 +82,8 @@ def test_fleet_score_is_a_micro_average_with_severe_failures_and_buckets() -> No
         "share_without_severe_failures": pytest.approx(5 / 6),
         "distribution": {"0-49": 1, "50-69": 1, "70-89": 1, "90-100": 2},
         "unscored": 1,
+        "waived": 0,
+        "adjusted_percent": pytest.approx(100 * 43 / 60),
     }
 
 
@@ -103,3 +107,25 @@ def test_an_empty_fleet_has_no_score() -> None:
     score = fleet_score([])
     assert (score.percent, score.hosts, score.share_without_severe_failures) == (None, 0, None)
     assert score.distribution == {"0-49": 0, "50-69": 0, "70-89": 0, "90-100": 0}
+
+
+def test_a_waived_failure_counts_as_compliant_only_in_the_adjusted_score() -> None:
+    results = [(HIGH, PASS, False), (HIGH, FAIL, True), (LOW, ERROR, True), (MEDIUM, FAIL, False)]
+    score = host_score(results)
+    # raw: 7 / (7 + 7 + 1 + 3); adjusted: the waived 7 + 1 count as passed.
+    assert score.percent == pytest.approx(100 * 7 / 18)
+    assert score.adjusted_percent == pytest.approx(100 * 15 / 18)
+    assert (score.passed, score.failed, score.errors, score.waived) == (1, 2, 1, 2)
+
+
+def test_a_waiver_on_a_passing_or_unknown_result_changes_nothing() -> None:
+    score = host_score([(HIGH, PASS, True), (HIGH, UNKNOWN, True), (LOW, FAIL, False)])
+    assert score.waived == 0
+    assert score.adjusted_percent == score.percent == pytest.approx(100 * 7 / 8)
+
+
+def test_fleet_scores_carry_waivers_too() -> None:
+    score = fleet_score([[(HIGH, FAIL, True)], [(HIGH, FAIL, False)]])
+    assert (score.percent, score.adjusted_percent, score.waived) == (0.0, 50.0, 1)
+    # A waived failure is still a severe failure for the share of hosts without one.
+    assert score.share_without_severe_failures == 0.0
