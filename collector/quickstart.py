@@ -91,9 +91,12 @@ def _summary(service: PostureService, view: HostView) -> None:
         f"  compliance score {percent}  (pass {score.passed}, fail {score.failed},"
         f" error {score.errors}, not applicable {score.notapplicable}, unknown {score.unknown})"
     )
-    failing = [r for r in view.results if r.status in (Status.FAIL, Status.ERROR)]
+    failing = sorted(
+        (r for r in view.results if r.status in (Status.FAIL, Status.ERROR)),
+        key=lambda r: (-service.checks[r.check_id].severity.weight, r.status, r.check_id),
+    )
     if failing:
-        print("  checks to fix:")
+        print("  checks to fix, most severe first:")
     for result in failing:
         check = service.checks[result.check_id]
         reason = f": {result.reason}" if result.status is Status.ERROR else ""
