@@ -9,10 +9,13 @@ table, which would read as "nothing found" and could pass a check by accident.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["FactSource", "ProbeError", "Row", "TableRequest"]
+import psutil
+
+__all__ = ["FactSource", "NativeSource", "ProbeError", "Row", "TableCollector", "TableRequest"]
 
 #: One row: column name -> value, always strings, as osquery returns them.
 Row = dict[str, str]
@@ -52,3 +55,43 @@ class FactSource(Protocol):
     def collect(self, request: TableRequest) -> list[Row]:
         """Every row of ``request.name``; raises ProbeError when the table cannot be read."""
         ...
+
+
+#: Collects one table for a request; raises ProbeError (or an OS-level error) on failure.
+TableCollector = Callable[[TableRequest], list[Row]]
+
+#: Failures a probe may raise that mean "this table could not be read", not a bug here.
+_PROBE_FAILURES = (OSError, ValueError, TypeError, AttributeError, LookupError, psutil.Error)
+
+
+class NativeSource:
+    """A native source: a map of table name -> collector, live on one platform.
+
+    Subclasses fill ``collectors`` for their platform; this class answers the FactSource
+    protocol and turns any failure of a probe into a ProbeError naming the table, so one
+    unreadable table never stops the others.
+    """
+
+    name = "native"
+
+    def __init__(
+        self, platform: str, active_on: str, label: str, collectors: dict[str, TableCollector]
+    ) -> None:
+        self._platform, self._active_on, self._label = platform, active_on, label
+        self._collectors = collectors
+
+    def available(self) -> bool:
+        return self._platform == self._active_on
+
+    def tables(self) -> frozenset[str]:
+        return frozenset(self._collectors) if self.available() else frozenset()
+
+    def collect(self, request: TableRequest) -> list[Row]:
+        if request.name not in self.tables():
+            raise ProbeError(f"the native {self._label} source cannot produce {request.name} here")
+        try:
+            return self._collectors[request.name](request)
+        except ProbeError:
+            raise
+        except _PROBE_FAILURES as error:
+            raise ProbeError(f"{request.name}: {type(error).__name__}: {error}") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from agent.runner import DEFAULT_RUNNER, Runner
-from agent.sources.base import ProbeError, Row, TableRequest
+from agent.sources.base import NativeSource, Row, TableCollector, TableRequest
 from agent.sources.macos import (
     accounts,
     encryption,
@@ -44,10 +44,8 @@ def _startup_device() -> str:
     return mounts.get(_DATA_VOLUME) or mounts.get("/", "")
 
 
-class MacosNativeSource:
+class MacosNativeSource(NativeSource):
     """macOS tables from Apple's command-line tools, plists and the C library."""
-
-    name = "native"
 
     def __init__(
         self,
@@ -58,14 +56,14 @@ class MacosNativeSource:
         root: Path = Path("/"),
         machine: str | None = None,
     ) -> None:
-        self._platform = platform or sys.platform
+        this_platform = platform or sys.platform
         arch = machine or platform_module.machine()
         run = runner
 
-        def probe(read: Callable[[Runner, float], list[Row]]) -> Collector:
+        def probe(read: Callable[[Runner, float], list[Row]]) -> TableCollector:
             return lambda _request: read(run, timeout)
 
-        self._collectors: dict[str, Collector] = {
+        collectors: dict[str, TableCollector] = {
             "os_version": lambda _: system.collect_os_version(run, timeout, arch),
             "disk_encryption": lambda _: encryption.collect_disk_encryption(
                 run, timeout, _startup_device()
@@ -86,19 +84,4 @@ class MacosNativeSource:
             "groups": lambda _: accounts.collect_groups(),
             "user_groups": lambda _: accounts.collect_user_groups(),
         }
-
-    def available(self) -> bool:
-        return self._platform == "darwin"
-
-    def tables(self) -> frozenset[str]:
-        return frozenset(self._collectors) if self.available() else frozenset()
-
-    def collect(self, request: TableRequest) -> list[Row]:
-        if request.name not in self.tables():
-            raise ProbeError(f"the native macOS source cannot produce {request.name} here")
-        try:
-            return self._collectors[request.name](request)
-        except ProbeError:
-            raise
-        except (OSError, ValueError, TypeError, AttributeError, LookupError, psutil.Error) as error:
-            raise ProbeError(f"{request.name}: {type(error).__name__}: {error}") from None
+        super().__init__(this_platform, "darwin", "macOS", collectors)

@@ -15,10 +15,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import psutil
-
 from agent.runner import DEFAULT_RUNNER, Runner
-from agent.sources.base import ProbeError, Row, TableRequest
+from agent.sources.base import NativeSource, Row, TableCollector
 from agent.sources.windows import (
     accounts,
     bitlocker,
@@ -37,18 +35,14 @@ from agent.sources.windows.common import POWERSHELL_TIMEOUT
 
 __all__ = ["WindowsNativeSource"]
 
-Collector = Callable[[TableRequest], list[Row]]
 
-
-class WindowsNativeSource:
+class WindowsNativeSource(NativeSource):
     """Windows tables from PowerShell (JSON), secedit, dsregcmd and psutil.
 
     ``timeout`` bounds each probe in seconds; ``platform`` overrides the detected one
     (tests replay Windows recordings on Linux with ``platform="windows"``), and
     ``services`` replaces ``psutil.win_service_iter``, which exists on Windows only.
     """
-
-    name = "native"
 
     def __init__(
         self,
@@ -58,14 +52,14 @@ class WindowsNativeSource:
         platform: str | None = None,
         services: Callable[[], Iterable[Any]] | None = None,
     ) -> None:
-        self._platform = platform or ("windows" if sys.platform == "win32" else sys.platform)
+        this_platform = platform or ("windows" if sys.platform == "win32" else sys.platform)
         run = runner
         list_services = services
 
-        def probe(read: Callable[[Runner, float], list[Row]]) -> Collector:
+        def probe(read: Callable[[Runner, float], list[Row]]) -> TableCollector:
             return lambda _request: read(run, timeout)
 
-        self._collectors: dict[str, Collector] = {
+        collectors: dict[str, TableCollector] = {
             "os_version": probe(system.collect_os_version),
             "windows_device_join": probe(system.collect_device_join),
             "users": probe(accounts.collect_users),
@@ -86,19 +80,4 @@ class WindowsNativeSource:
             "services": lambda _request: service_table.collect_services(list_services),
             "registry": lambda request: registry.collect_registry(run, request.paths, timeout),
         }
-
-    def available(self) -> bool:
-        return self._platform == "windows"
-
-    def tables(self) -> frozenset[str]:
-        return frozenset(self._collectors) if self.available() else frozenset()
-
-    def collect(self, request: TableRequest) -> list[Row]:
-        if request.name not in self.tables():
-            raise ProbeError(f"the native Windows source cannot produce {request.name} here")
-        try:
-            return self._collectors[request.name](request)
-        except ProbeError:
-            raise
-        except (OSError, ValueError, TypeError, AttributeError, LookupError, psutil.Error) as error:
-            raise ProbeError(f"{request.name}: {type(error).__name__}: {error}") from None
+        super().__init__(this_platform, "windows", "Windows", collectors)
