@@ -9,13 +9,24 @@ table, which would read as "nothing found" and could pass a check by accident.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import psutil
 
-__all__ = ["FactSource", "NativeSource", "ProbeError", "Row", "TableCollector", "TableRequest"]
+from protos.posture.v1.tables import columns_for
+
+__all__ = [
+    "FactSource",
+    "NativeSource",
+    "ProbeError",
+    "Row",
+    "TableCollector",
+    "TableRequest",
+    "platform_row",
+]
 
 #: One row: column name -> value, always strings, as osquery returns them.
 Row = dict[str, str]
@@ -55,6 +66,23 @@ class FactSource(Protocol):
     def collect(self, request: TableRequest) -> list[Row]:
         """Every row of ``request.name``; raises ProbeError when the table cannot be read."""
         ...
+
+
+@functools.cache
+def _catalogue_columns(table: str, platform: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    names = columns_for(table, platform)
+    return names, frozenset(names)
+
+
+def platform_row(table: str, platform: str, values: Mapping[str, str]) -> Row:
+    """A row of ``table`` with every column osquery fills on ``platform``: ``values`` where
+    given, "" elsewhere (as osquery reports a value it does not know). A column the
+    catalogue does not have is a bug in the probe, so it raises KeyError."""
+    names, known = _catalogue_columns(table, platform)
+    unknown = values.keys() - known
+    if unknown:
+        raise KeyError(f"{table} has no {platform} column(s) {sorted(unknown)}")
+    return {column: values.get(column, "") for column in names}
 
 
 #: Collects one table for a request; raises ProbeError (or an OS-level error) on failure.

@@ -9,8 +9,9 @@ import pytest
 from agent.collect import Collection, TableResult, collect, table_digest
 from agent.guard import ProbeBackoff
 from agent.plan import CollectionPlan, PlanError, load_plan
-from agent.sources.base import ProbeError, Row, TableRequest
+from agent.sources.base import ProbeError, Row, TableRequest, platform_row
 from agent.spool import Enrollment, Spool
+from protos.posture.v1.tables import columns_for
 
 
 def _collection(**tables: list[Row]) -> Collection:
@@ -148,3 +149,11 @@ def test_a_probe_that_keeps_failing_is_paused_and_reported_not_retried() -> None
     paused = results[3]["bitlocker_info"].error
     assert "paused after 2 failures" in paused and "timed out" in paused
     assert table_digest(results[2]["bitlocker_info"]) == table_digest(results[3]["bitlocker_info"])
+
+
+def test_platform_rows_have_exactly_the_catalogue_columns() -> None:
+    row = platform_row("users", "linux", {"uid": "0", "username": "root"})
+    assert tuple(row) == columns_for("users", "linux") and row["shell"] == ""
+    assert "is_hidden" in platform_row("users", "darwin", {})  # a macOS-only column
+    with pytest.raises(KeyError, match="no linux column"):
+        platform_row("users", "linux", {"is_hidden": "0"})

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Mapping
 from pathlib import Path
 
-from agent.sources.base import ProbeError, Row
+from agent.sources.base import ProbeError, Row, platform_row
 from protos.posture.v1.tables import columns_for
 
 __all__ = ["PLATFORM", "columns", "make_row", "read_optional", "read_required"]
@@ -25,17 +25,9 @@ def columns(table: str) -> tuple[str, ...]:
     return columns_for(table, PLATFORM)
 
 
-@functools.cache
-def _column_set(table: str) -> frozenset[str]:
-    return frozenset(columns(table))
-
-
 def make_row(table: str, values: Mapping[str, str]) -> Row:
     """A row of ``table`` with every Linux column: ``values`` where given, "" elsewhere."""
-    unknown = values.keys() - _column_set(table)
-    if unknown:
-        raise KeyError(f"{table} has no Linux column(s) {sorted(unknown)}")
-    return {column: values.get(column, "") for column in columns(table)}
+    return platform_row(table, PLATFORM, values)
 
 
 def read_optional(path: Path | str) -> str | None:

@@ -9,7 +9,6 @@ could pass a check that should fail.
 
 from __future__ import annotations
 
-import functools
 import plistlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,8 +16,7 @@ from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-from agent.sources.base import ProbeError, Row
-from protos.posture.v1.tables import columns_for
+from agent.sources.base import ProbeError, Row, platform_row
 
 __all__ = [
     "COMMAND_TIMEOUT",
@@ -37,18 +35,9 @@ PLATFORM = "darwin"
 COMMAND_TIMEOUT = 30.0
 
 
-@functools.cache
-def _columns(table: str) -> tuple[str, ...]:
-    return columns_for(table, PLATFORM)
-
-
 def make_row(table: str, values: Mapping[str, str]) -> Row:
     """A row of ``table`` with every macOS column: ``values`` where given, "" elsewhere."""
-    columns = _columns(table)
-    unknown = values.keys() - set(columns)
-    if unknown:
-        raise KeyError(f"{table} has no macOS column(s) {sorted(unknown)}")
-    return {column: values.get(column, "") for column in columns}
+    return platform_row(table, PLATFORM, values)
 
 
 def parse_plist(data: bytes | str, table: str) -> dict[str, Any]:

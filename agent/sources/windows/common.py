@@ -21,7 +21,6 @@ UTF-8 (user and product names are not ASCII everywhere).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Mapping
@@ -29,8 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.runner import Runner
-from agent.sources.base import ProbeError, Row
-from protos.posture.v1.tables import columns_for
+from agent.sources.base import ProbeError, Row, platform_row
 
 __all__ = [
     "PLATFORM",
@@ -104,18 +102,9 @@ def json_records(output: str, table: str) -> list[Record]:
     return items
 
 
-@functools.cache
-def _columns(table: str) -> tuple[str, ...]:
-    return columns_for(table, PLATFORM)
-
-
 def make_row(table: str, values: Mapping[str, str]) -> Row:
     """A row of ``table`` with every Windows column: ``values`` where given, "" elsewhere."""
-    columns = _columns(table)
-    unknown = values.keys() - set(columns)
-    if unknown:
-        raise KeyError(f"{table} has no Windows column(s) {sorted(unknown)}")
-    return {column: values.get(column, "") for column in columns}
+    return platform_row(table, PLATFORM, values)
 
 
 def text(value: object) -> str:
