@@ -12,7 +12,11 @@ import hashlib
 
 from sqlite_utils import Database, Migrations
 
+from collector.store.access import ACCESS_SCHEMA
+from collector.store.audit import AUDIT_SCHEMA
+from collector.store.delivery import DELIVERY_SCHEMA
 from collector.store.facts import create_fact_tables
+from collector.store.identity import IDENTITY_SCHEMA
 
 __all__ = ["migrate"]
 
@@ -243,6 +247,31 @@ def m002_history_drift_groups_waivers(db: Database) -> None:
         "INSERT OR IGNORE INTO evidence (sha256, rows_json) VALUES (?, ?)",
         [(hashlib.sha256(text.encode()).hexdigest(), text) for (text,) in rows],
     )
+
+
+def _run(db: Database, statements: tuple[str, ...]) -> None:
+    for statement in statements:
+        db.execute(statement)
+
+
+@migrations()
+def m003_audit_log(db: Database) -> None:
+    _run(db, AUDIT_SCHEMA)
+
+
+@migrations()
+def m004_identity(db: Database) -> None:
+    _run(db, IDENTITY_SCHEMA)
+
+
+@migrations()
+def m005_delivery(db: Database) -> None:
+    _run(db, DELIVERY_SCHEMA)
+
+
+@migrations()
+def m006_access(db: Database) -> None:
+    _run(db, ACCESS_SCHEMA)
 
 
 def migrate(db: Database) -> None:

@@ -23,22 +23,40 @@ class HostIdentity(_message.Message):
     def __init__(self, hardware_uuid: _Optional[str] = ..., hardware_serial: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., os_version: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("enroll_secret", "identity")
+    __slots__ = ("enroll_secret", "identity", "csr_pem")
     ENROLL_SECRET_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
     enroll_secret: str
     identity: HostIdentity
-    def __init__(self, enroll_secret: _Optional[str] = ..., identity: _Optional[_Union[HostIdentity, _Mapping]] = ...) -> None: ...
+    csr_pem: bytes
+    def __init__(self, enroll_secret: _Optional[str] = ..., identity: _Optional[_Union[HostIdentity, _Mapping]] = ..., csr_pem: _Optional[bytes] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("host_id", "agent_credential", "plan")
+    __slots__ = ("host_id", "agent_credential", "plan", "client_certificate_pem", "ca_certificate_pem")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     agent_credential: str
     plan: CollectionPlan
-    def __init__(self, host_id: _Optional[str] = ..., agent_credential: _Optional[str] = ..., plan: _Optional[_Union[CollectionPlan, _Mapping]] = ...) -> None: ...
+    client_certificate_pem: bytes
+    ca_certificate_pem: bytes
+    def __init__(self, host_id: _Optional[str] = ..., agent_credential: _Optional[str] = ..., plan: _Optional[_Union[CollectionPlan, _Mapping]] = ..., client_certificate_pem: _Optional[bytes] = ..., ca_certificate_pem: _Optional[bytes] = ...) -> None: ...
+
+class RenewRequest(_message.Message):
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class RenewResponse(_message.Message):
+    __slots__ = ("client_certificate_pem",)
+    CLIENT_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    client_certificate_pem: bytes
+    def __init__(self, client_certificate_pem: _Optional[bytes] = ...) -> None: ...
 
 class CollectionPlan(_message.Message):
     __slots__ = ("version", "interval_seconds", "tables")
@@ -92,17 +110,19 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_version", "plan_version", "spooled_batches")
+    __slots__ = ("agent_version", "plan_version", "spooled_batches", "spool_id")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPOOLED_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_ID_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     plan_version: str
     spooled_batches: int
-    def __init__(self, agent_version: _Optional[str] = ..., plan_version: _Optional[str] = ..., spooled_batches: _Optional[int] = ...) -> None: ...
+    spool_id: str
+    def __init__(self, agent_version: _Optional[str] = ..., plan_version: _Optional[str] = ..., spooled_batches: _Optional[int] = ..., spool_id: _Optional[str] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("seq", "collected_at_ms", "changed", "digests", "plan_version", "full", "spooled_batches")
+    __slots__ = ("seq", "collected_at_ms", "changed", "digests", "plan_version", "full", "spooled_batches", "gaps")
     class DigestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +137,7 @@ class Batch(_message.Message):
     PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     SPOOLED_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    GAPS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     collected_at_ms: int
     changed: _containers.RepeatedCompositeFieldContainer[Table]
@@ -124,7 +145,22 @@ class Batch(_message.Message):
     plan_version: str
     full: bool
     spooled_batches: int
-    def __init__(self, seq: _Optional[int] = ..., collected_at_ms: _Optional[int] = ..., changed: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., digests: _Optional[_Mapping[str, str]] = ..., plan_version: _Optional[str] = ..., full: _Optional[bool] = ..., spooled_batches: _Optional[int] = ...) -> None: ...
+    gaps: _containers.RepeatedCompositeFieldContainer[Gap]
+    def __init__(self, seq: _Optional[int] = ..., collected_at_ms: _Optional[int] = ..., changed: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., digests: _Optional[_Mapping[str, str]] = ..., plan_version: _Optional[str] = ..., full: _Optional[bool] = ..., spooled_batches: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ...) -> None: ...
+
+class Gap(_message.Message):
+    __slots__ = ("first_seq", "last_seq", "batches", "first_collected_at_ms", "last_collected_at_ms")
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_COLLECTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_COLLECTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    first_seq: int
+    last_seq: int
+    batches: int
+    first_collected_at_ms: int
+    last_collected_at_ms: int
+    def __init__(self, first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., batches: _Optional[int] = ..., first_collected_at_ms: _Optional[int] = ..., last_collected_at_ms: _Optional[int] = ...) -> None: ...
 
 class CollectorMessage(_message.Message):
     __slots__ = ("ack", "plan", "collect_now", "resend_full")

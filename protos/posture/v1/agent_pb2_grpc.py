@@ -47,6 +47,11 @@ class AgentServiceStub:
                 request_serializer=protos_dot_posture_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
                 response_deserializer=protos_dot_posture_dot_v1_dot_agent__pb2.CollectorMessage.FromString,
                 _registered_method=True)
+        self.RenewCertificate = channel.unary_unary(
+                '/posture.v1.AgentService/RenewCertificate',
+                request_serializer=protos_dot_posture_dot_v1_dot_agent__pb2.RenewRequest.SerializeToString,
+                response_deserializer=protos_dot_posture_dot_v1_dot_agent__pb2.RenewResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -73,6 +78,15 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewCertificate(self, request, context):
+        """With mTLS: trade the agent's current, still valid client certificate (the TLS peer) and a
+        new key's CSR for a new certificate before the old one expires. Revoked or unknown
+        certificate: UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +99,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=protos_dot_posture_dot_v1_dot_agent__pb2.AgentMessage.FromString,
                     response_serializer=protos_dot_posture_dot_v1_dot_agent__pb2.CollectorMessage.SerializeToString,
+            ),
+            'RenewCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewCertificate,
+                    request_deserializer=protos_dot_posture_dot_v1_dot_agent__pb2.RenewRequest.FromString,
+                    response_serializer=protos_dot_posture_dot_v1_dot_agent__pb2.RenewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -144,6 +163,33 @@ class AgentService:
             '/posture.v1.AgentService/Connect',
             protos_dot_posture_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
             protos_dot_posture_dot_v1_dot_agent__pb2.CollectorMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/posture.v1.AgentService/RenewCertificate',
+            protos_dot_posture_dot_v1_dot_agent__pb2.RenewRequest.SerializeToString,
+            protos_dot_posture_dot_v1_dot_agent__pb2.RenewResponse.FromString,
             options,
             channel_credentials,
             insecure,
