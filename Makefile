@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[agent,collector,dev]'
+	$(BIN)/pip install --quiet -e '.[agent,collector,postgres,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
