@@ -110,19 +110,17 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_version", "plan_version", "spooled_batches", "spool_id")
+    __slots__ = ("agent_version", "plan_version", "spooled_batches")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPOOLED_BATCHES_FIELD_NUMBER: _ClassVar[int]
-    SPOOL_ID_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     plan_version: str
     spooled_batches: int
-    spool_id: str
-    def __init__(self, agent_version: _Optional[str] = ..., plan_version: _Optional[str] = ..., spooled_batches: _Optional[int] = ..., spool_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent_version: _Optional[str] = ..., plan_version: _Optional[str] = ..., spooled_batches: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("seq", "collected_at_ms", "changed", "digests", "plan_version", "full", "spooled_batches", "gaps")
+    __slots__ = ("seq", "collected_at_ms", "changed", "digests", "plan_version", "full", "spooled_batches", "gaps", "spool_id")
     class DigestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +136,7 @@ class Batch(_message.Message):
     FULL_FIELD_NUMBER: _ClassVar[int]
     SPOOLED_BATCHES_FIELD_NUMBER: _ClassVar[int]
     GAPS_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_ID_FIELD_NUMBER: _ClassVar[int]
     seq: int
     collected_at_ms: int
     changed: _containers.RepeatedCompositeFieldContainer[Table]
@@ -146,7 +145,8 @@ class Batch(_message.Message):
     full: bool
     spooled_batches: int
     gaps: _containers.RepeatedCompositeFieldContainer[Gap]
-    def __init__(self, seq: _Optional[int] = ..., collected_at_ms: _Optional[int] = ..., changed: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., digests: _Optional[_Mapping[str, str]] = ..., plan_version: _Optional[str] = ..., full: _Optional[bool] = ..., spooled_batches: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ...) -> None: ...
+    spool_id: str
+    def __init__(self, seq: _Optional[int] = ..., collected_at_ms: _Optional[int] = ..., changed: _Optional[_Iterable[_Union[Table, _Mapping]]] = ..., digests: _Optional[_Mapping[str, str]] = ..., plan_version: _Optional[str] = ..., full: _Optional[bool] = ..., spooled_batches: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., spool_id: _Optional[str] = ...) -> None: ...
 
 class Gap(_message.Message):
     __slots__ = ("first_seq", "last_seq", "batches", "first_collected_at_ms", "last_collected_at_ms")
