@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--interval", type=int, default=300, help="agents' collection interval, s")
     serve.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     serve.add_argument("--metrics-listen", help="HOST:PORT for Prometheus /metrics (default off)")
+    serve.add_argument(
+        "--http-listen", help="HOST:PORT for the dashboard and JSON API (default off; port 0 = any)"
+    )
     serve.add_argument("--webhook-url", help="POST each new drift event here (http/https)")
     serve.add_argument("--webhook-secret-file", type=Path, help="HMAC-SHA256 key for webhooks")
     serve.add_argument(
@@ -235,6 +238,7 @@ def _serve(args: argparse.Namespace) -> int:
         key,
         max_message_bytes=args.max_message_bytes,
         metrics_listen=args.metrics_listen,
+        http_listen=args.http_listen,
     )
     webhook = _webhook_config(args)
     if args.retention_days is not None and args.retention_days < 1:

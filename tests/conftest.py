@@ -33,9 +33,12 @@ class Collector:
     pki: LocalPki
     interval: int = 300
     extra: list[str] = field(default_factory=list)
+    #: Serve the dashboard and JSON API too (on any free port; ``web_url`` tells which).
+    web: bool = False
     process: subprocess.Popen[bytes] | None = None
     address: str = ""
     port: int = 0
+    web_url: str = ""
     _log: IO[bytes] | None = None
 
     def start(self) -> str:
@@ -46,6 +49,8 @@ class Collector:
             "--tls-key", str(self.pki.server_key), "--policies", str(POLICIES),
             "--interval", str(self.interval), *self.extra,
         ]  # fmt: skip
+        if self.web:
+            command += ["--http-listen", "127.0.0.1:0"]
         self._log = (self.db.parent / "collector.log").open("ab")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log)
         assert self.process.stdout is not None
@@ -53,6 +58,11 @@ class Collector:
         assert "listening on" in line, (self.db.parent / "collector.log").read_text()
         self.address = line.rsplit(" ", 1)[1].strip()
         self.port = int(self.address.rsplit(":", 1)[1])  # a restart reuses the port
+        while self.web and "dashboard on" not in line:
+            line = self.process.stdout.readline().decode()
+            assert line, (self.db.parent / "collector.log").read_text()
+        if self.web:
+            self.web_url = line.rsplit(" ", 1)[1].strip()
         return self.address
 
     def kill(self) -> None:
@@ -85,6 +95,15 @@ class Collector:
 @pytest.fixture
 def collector(tmp_path: Path, pki: LocalPki) -> Iterator[Collector]:
     server = Collector(db=tmp_path / "collector.db", pki=pki)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def web_collector(tmp_path: Path, pki: LocalPki) -> Iterator[Collector]:
+    """A collector that also serves the dashboard and JSON API (``web_url``)."""
+    server = Collector(db=tmp_path / "collector.db", pki=pki, web=True)
     server.start()
     yield server
     server.stop()

@@ -3,7 +3,9 @@
 Shaped like grpc's own ``examples/python``: build the server, register servicers, start,
 wait, and stop with a grace period on SIGTERM so open streams finish their current batch.
 With ``metrics_listen`` set, Prometheus metrics are served over plain HTTP on that address
-(``collector.metrics``); they hold no secrets, but bind it to a management network.
+(``collector.metrics``); they hold no secrets, but bind it to a management network. With
+``http_listen`` set, the dashboard and JSON API (``collector.web``) share the event loop and
+the store's worker thread.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from collector.metrics import (
 )
 from collector.service import PostureService
 from collector.transport.servicer import AgentServicer
+from collector.web.app import create_app
+from collector.web.serve import start_http
 from protos.posture.v1 import agent_pb2, agent_pb2_grpc
 
 __all__ = ["ServerConfig", "build_server", "run_server", "start_metrics"]
@@ -48,6 +52,8 @@ class ServerConfig:
     grace_seconds: float = 5.0
     #: HOST:PORT for the Prometheus endpoint (``/metrics``); None serves no metrics.
     metrics_listen: str | None = None
+    #: HOST:PORT for the dashboard and JSON API (``collector.web``); None serves neither.
+    http_listen: str | None = None
 
 
 def _options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -128,12 +134,18 @@ async def run_server(service: PostureService, config: ServerConfig) -> None:
     print(f"posture-collector listening on {host}:{port}", flush=True)
     if endpoint is not None:
         print(f"posture-collector metrics on {endpoint.url}", flush=True)
+    web = None
+    if config.http_listen is not None:
+        web = await start_http(create_app(service, worker), config.http_listen)
+        print(f"posture-collector dashboard on {web.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await health.enter_graceful_shutdown()
+    if web is not None:
+        await web.stop()
     await server.stop(config.grace_seconds)
     worker.shutdown(wait=True)
     if endpoint is not None:
