@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from collector import cli_admin, cli_reports
+from collector import cli_admin, cli_audit, cli_reports
 from collector.cli_common import REPO_POLICIES, add_common, open_service
 from collector.governance import Governance
 from collector.notify import Notifier, WebhookConfig
@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_reports.add_parsers(commands)
     cli_admin.add_parsers(commands)
+    cli_audit.add_parsers(commands)
 
     quickstart = commands.add_parser("quickstart", help="collector + local agent, end to end")
     quickstart.add_argument("--dir", type=Path, default=Path(".posture"))
@@ -182,6 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         "credential": _revoke_credential,
         **cli_reports.HANDLERS,
         **cli_admin.HANDLERS,
+        **cli_audit.HANDLERS,
     }
     with open_service(args) as service:
         return handlers[command](args, service)

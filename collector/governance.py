@@ -1,13 +1,15 @@
 """Administration: groups, waivers and baselines, as the service's other half.
 
 Each action checks its rules in the domain (``collector.waivers``, ``collector.groups``),
-then records itself in the store with who did it and when. Who is acting comes from the
-caller (the CLI's ``--user``) until the web API brings real authentication.
+then records itself in the store with who did it and when, and in the audit log
+(``collector.audit``) with its outcome, refusals included. Who is acting comes from the
+caller: the CLI's ``--user``, or the web layer's authenticated principal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,20 +70,39 @@ class Governance:
         groups = self.memberships(hosts, at)
         return [host for host in hosts if group in groups[host.id]]
 
+    def _audited(
+        self, user: str, action: str, target: str, **detail: object
+    ) -> AbstractContextManager[dict[str, object]]:
+        return self.service.audit.recording(user, action, target, detail, refused=ServiceError)
+
     def add_group_rule(self, group: str, hostname_glob: str, user: str) -> GroupRule:
-        if not valid_group_name(group):
-            raise ServiceError(f"invalid group name {group!r}: letters, digits, ' -_.' only")
-        if not hostname_glob.strip():
-            raise ServiceError("a rule needs a hostname pattern")
-        return self.store.add_group_rule(group, hostname_glob, user, self.service.clock())
+        with self._audited(user, "group_rule.add", f"group:{group}", hostname=hostname_glob) as d:
+            if not valid_group_name(group):
+                raise ServiceError(f"invalid group name {group!r}: letters, digits, ' -_.' only")
+            if not hostname_glob.strip():
+                raise ServiceError("a rule needs a hostname pattern")
+            rule = self.store.add_group_rule(group, hostname_glob, user, self.service.clock())
+            d["rule_id"] = rule.id
+        return rule
 
     def delete_group_rule(self, rule_id: int, user: str) -> None:
-        if not self.store.delete_group_rule(rule_id, user, self.service.clock()):
-            raise ServiceError(f"no live group rule {rule_id}")
+        with self._audited(user, "group_rule.delete", f"group_rule:{rule_id}"):
+            if not self.store.delete_group_rule(rule_id, user, self.service.clock()):
+                raise ServiceError(f"no live group rule {rule_id}")
 
     # Waivers ----------------------------------------------------------------------------
 
     def request_waiver(self, request: WaiverRequest, user: str) -> Waiver:
+        with self._audited(
+            user, "waiver.request", f"check:{request.check_id}",
+            scope=request.scope.value, scope_target=request.target, ticket=request.ticket,
+            expires_at=request.expires_at.isoformat(),
+        ) as detail:  # fmt: skip
+            waiver = self._request_waiver(request, user)
+            detail["waiver_id"] = waiver.id
+        return waiver
+
+    def _request_waiver(self, request: WaiverRequest, user: str) -> Waiver:
         now = self.service.clock()
         if request.check_id not in self.service.checks:
             raise ServiceError(f"no check {request.check_id!r} in the loaded packs")
@@ -127,6 +148,10 @@ class Governance:
         return waiver
 
     def approve_waiver(self, waiver_id: int, user: str) -> Waiver:
+        with self._audited(user, "waiver.approve", f"waiver:{waiver_id}"):
+            return self._approve_waiver(waiver_id, user)
+
+    def _approve_waiver(self, waiver_id: int, user: str) -> Waiver:
         waiver = self.get_waiver(waiver_id)
         refusal = approval_refusal(waiver, user, self.service.clock())
         if refusal is None and not self.store.approve_waiver(waiver_id, user, self.service.clock()):
@@ -136,6 +161,10 @@ class Governance:
         return self.get_waiver(waiver_id)
 
     def revoke_waiver(self, waiver_id: int, user: str, reason: str) -> Waiver:
+        with self._audited(user, "waiver.revoke", f"waiver:{waiver_id}", reason=reason):
+            return self._revoke_waiver(waiver_id, user, reason)
+
+    def _revoke_waiver(self, waiver_id: int, user: str, reason: str) -> Waiver:
         waiver = self.get_waiver(waiver_id)
         if not user:
             raise ServiceError("whoever revokes must be named (--user)")
@@ -152,9 +181,11 @@ class Governance:
 
     def approve_baselines(self, hosts: Sequence[Host], user: str) -> dict[int, int]:
         """Make each host's current tracked state its baseline; host id -> views covered."""
-        if not user:
-            raise ServiceError("whoever approves must be named (--user)")
-        return {
-            host.id: self.store.approve_baseline(host.id, user, self.service.clock())
-            for host in hosts
-        }
+        approved: dict[int, int] = {}
+        for host in hosts:
+            with self._audited(user, "baseline.approve", f"host:{host.id}") as detail:
+                if not user:
+                    raise ServiceError("whoever approves must be named (--user)")
+                approved[host.id] = self.store.approve_baseline(host.id, user, self.service.clock())
+                detail["views"] = approved[host.id]
+        return approved

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from collector.audit import AuditLog
 from collector.drift import DriftEvent, compliance_drift
 from collector.groups import GroupRule, host_groups, valid_group_name
 from collector.history import STALE_AFTER_INTERVALS, is_stale, stale_reason
@@ -111,6 +112,8 @@ class PostureService:
         score_drop_points: float = DEFAULT_SCORE_DROP_POINTS,
     ) -> None:
         self.store = store
+        #: Who changed what: every admin action goes here (``collector.audit``).
+        self.audit = AuditLog(store, lambda: self.clock())
         self.packs = tuple(packs)
         self.checks: dict[str, Check] = {c.id: c for pack in packs for c in pack.checks}
         self.interval_seconds = interval_seconds

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from collector.store.audit import AuditMixin
+from collector.store.dashboard import DashboardMixin
 from collector.store.drift import DriftMixin
 from collector.store.groups import GroupsMixin
 from collector.store.history import HistoryMixin
@@ -38,6 +40,8 @@ class SqliteStore(
     GroupsMixin,
     WaiversMixin,
     HistoryMixin,
+    AuditMixin,
+    DashboardMixin,
 ):
     """The collector's storage on one SQLite file."""
 
