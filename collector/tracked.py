@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collector.policy.plan import CollectionPlan, PlannedTable
-from protos.posture.v1.tables import PATH_TABLES, TABLES
+from protos.posture.v1.tables import PATH_TABLES, TABLES, is_volatile_sysctl
 
 __all__ = [
     "TRACKED",
@@ -71,7 +71,6 @@ SYSCTL_PREFIXES = (
     "user.max_user_namespaces",
     "dev.tty.ldisc_autoload",
 )
-SYSCTL_VOLATILE = ("kernel.random.", "kernel.ns_last_pid", "kernel.pty.nr")
 
 SSHD_PATHS = ("/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d/%")
 _SSHD_PATH = re.compile(r"^/etc/ssh/sshd_config(\.d/[^/]+)?$")
@@ -158,7 +157,7 @@ def _security_sysctls(tables: Mapping[str, Sequence[Row]]) -> list[dict[str, str
         dict(row)
         for row in tables.get("system_controls", ())
         if row.get("name", "").startswith(SYSCTL_PREFIXES)
-        and not row.get("name", "").startswith(SYSCTL_VOLATILE)
+        and not is_volatile_sysctl(row.get("name", ""))
     ]
 
 

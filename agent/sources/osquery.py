@@ -27,7 +27,13 @@ from agent.osquery_client import (
 )
 from agent.sources import platform as this_platform
 from agent.sources.base import ProbeError, Row, TableRequest
-from protos.posture.v1.tables import PATH_TABLES, TABLES, columns_for, platform_tables
+from protos.posture.v1.tables import (
+    PATH_TABLES,
+    TABLES,
+    columns_for,
+    is_volatile_sysctl,
+    platform_tables,
+)
 
 __all__ = ["OsquerySource", "like_any_path", "quote_identifier", "quote_literal"]
 
@@ -125,6 +131,8 @@ class OsquerySource:
             raise ProbeError(f"osquery: {exc.message}") from exc
         except OsqueryUnavailable as exc:
             raise ProbeError(str(exc)) from exc
+        if request.name == "system_controls":
+            rows = [row for row in rows if not is_volatile_sysctl(row.get("name", ""))]
         return [{column: row.get(column, "") for column in wanted} for row in rows]
 
     def close(self) -> None:

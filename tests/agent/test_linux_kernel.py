@@ -9,7 +9,7 @@ import pytest
 
 from agent.sources.base import ProbeError
 from agent.sources.linux import kernel, sysctl
-from protos.posture.v1.tables import columns_for
+from protos.posture.v1.tables import columns_for, is_volatile_sysctl
 
 PROC_MODULES = """\
 nf_conntrack 176128 5 xt_conntrack,nf_nat,xt_MASQUERADE, Live 0xffffffffc0a2f000
@@ -98,6 +98,7 @@ def test_control_rows_walk_a_proc_sys_tree(tmp_path: Path) -> None:
     (proc_sys / "net" / "ipv4" / "conf" / "eth0").mkdir(parents=True)
     (proc_sys / "kernel" / "randomize_va_space").write_text("2\n")
     (proc_sys / "kernel" / "printk").write_text("4\t4\t1\t7\n")
+    (proc_sys / "kernel" / "ns_last_pid").write_text("4242\n")  # a counter: left out
     (proc_sys / "net" / "ipv4" / "conf" / "eth0" / "rp_filter").write_text("1\n")
     config = sysctl.SysctlConfig()
     config.add_text("kernel.randomize_va_space = 2\nnet/ipv4/conf/eth0/rp_filter = 2\n")
@@ -137,6 +138,7 @@ def test_this_hosts_system_controls() -> None:
     assert by_name["kernel.randomize_va_space"]["current_value"] in ("0", "1", "2")
     assert by_name["kernel.randomize_va_space"]["subsystem"] == "kernel"
     assert "vm.compact_memory" not in by_name  # write-only: skipped, not an empty value
+    assert not [name for name in by_name if is_volatile_sysctl(name)]
     assert len(rows) > 100
     assert all(tuple(row) == columns_for("system_controls", "linux") for row in rows)
 

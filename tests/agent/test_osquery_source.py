@@ -71,6 +71,11 @@ CANNED: dict[str, list[dict[str, str]]] = {
         {"pid": "812", "name": "sshd", "path": "/usr/sbin/sshd", "uid": "0"},
     ],
     "groups": [{"gid": "0", "gid_signed": "0", "groupname": "root"}],
+    "system_controls": [
+        {"name": "kernel.randomize_va_space", "current_value": "2", "subsystem": "kernel"},
+        {"name": "fs.dentry-state", "current_value": "81231\t62210\t45", "subsystem": "fs"},
+        {"name": "kernel.random.uuid", "current_value": "9b1f", "subsystem": "kernel"},
+    ],
     "file": [
         {"path": "/etc/passwd", "directory": "/etc", "filename": "passwd", "mode": "0644"},
         {"path": "/etc/shadow", "directory": "/etc", "filename": "shadow", "mode": "0640"},
@@ -211,7 +216,14 @@ def test_source_implements_fact_source(source: OsquerySource) -> None:
 def test_tables_are_catalogue_tables_osqueryd_has(source: OsquerySource) -> None:
     # Not osquery_info/osquery_registry (no catalogue entry), file_lines (Posture's own
     # table), alf (macOS) or deb_packages (this osqueryd lacks it).
-    assert source.tables() == {"os_version", "processes", "groups", "file", "hash"}
+    assert source.tables() == {
+        "os_version",
+        "processes",
+        "groups",
+        "system_controls",
+        "file",
+        "hash",
+    }
 
 
 def test_collect_returns_exactly_the_catalogue_columns(source: OsquerySource) -> None:
@@ -235,6 +247,11 @@ def test_collect_all_rows_with_keyword_table_names(source: OsquerySource) -> Non
         "sshd",
     ]
     assert source.collect(TableRequest("groups"))[0]["groupname"] == "root"
+
+
+def test_counters_are_left_out_of_system_controls(source: OsquerySource) -> None:
+    rows = source.collect(TableRequest("system_controls"))
+    assert [row["name"] for row in rows] == ["kernel.randomize_va_space"]
 
 
 def test_path_table_is_filtered_by_like_patterns(source: OsquerySource) -> None:

@@ -10,7 +10,8 @@ separators and may hold "*" globs (systemd 245+). The difference between the two
 exactly what a hardening check needs: set now, but not persisted (or the reverse).
 
 Entries the kernel will not let root read (write-only ones such as ``vm.compact_memory``,
-or ``stable_secret`` before it is set) are skipped. The walk is about 1,300 small reads,
+or ``stable_secret`` before it is set) are skipped, and so are counters that change on every
+read (``VOLATILE_SYSCTLS`` in the catalogue). The walk is about 1,300 small reads,
 done with raw ``os.open``/``os.read`` to keep it near 20 ms of CPU.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from agent.sources.base import ProbeError, Row
 from agent.sources.linux.common import make_row, read_optional
+from protos.posture.v1.tables import is_volatile_sysctl
 
 __all__ = [
     "PROC_SYS",
@@ -150,6 +152,8 @@ def control_rows(proc_sys: Path, config: SysctlConfig) -> list[Row]:
     rows = []
     for path, value in sorted(found):
         name = path[prefix:].replace("/", ".")
+        if is_volatile_sysctl(name):
+            continue
         values = {
             "name": name,
             "subsystem": name.partition(".")[0],

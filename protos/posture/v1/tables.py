@@ -40,9 +40,11 @@ from dataclasses import dataclass
 __all__ = [
     "PATH_TABLES",
     "TABLES",
+    "VOLATILE_SYSCTLS",
     "Column",
     "TableSchema",
     "columns_for",
+    "is_volatile_sysctl",
     "platform_tables",
 ]
 
@@ -55,6 +57,30 @@ WINDOWS = frozenset({"windows"})
 #: Tables that are only gathered for the paths a collection plan names (osquery requires a
 #: ``path`` or ``key`` constraint for them too); see the module docstring for the semantics.
 PATH_TABLES = frozenset({"file", "hash", "file_lines", "registry"})
+
+#: Kernel tunables (``system_controls.name`` prefixes) that are counters or change on every
+#: read: state, not settings. Agents leave them out, whichever source read the table: any one
+#: of them would make ``system_controls`` differ at every collection and resend ~1,300 rows
+#: that no policy or drift view can use (measured: five of them change within seconds on an
+#: idle machine; boot_id changes at every boot).
+VOLATILE_SYSCTLS = (
+    "fs.aio-nr",
+    "fs.dentry-state",
+    "fs.file-nr",
+    "fs.inode-nr",
+    "fs.inode-state",
+    "fs.quota.",
+    "kernel.ns_last_pid",
+    "kernel.pty.nr",
+    "kernel.random.boot_id",
+    "kernel.random.entropy_avail",
+    "kernel.random.uuid",
+    "net.netfilter.nf_conntrack_count",
+)
+
+
+def is_volatile_sysctl(name: str) -> bool:
+    return name.startswith(VOLATILE_SYSCTLS)
 
 
 @dataclass(frozen=True)
