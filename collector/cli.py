@@ -99,7 +99,16 @@ def _parser() -> argparse.ArgumentParser:
 
     quickstart = commands.add_parser("quickstart", help="collector + local agent, end to end")
     quickstart.add_argument("--dir", type=Path, default=Path(".posture"))
-    quickstart.add_argument("--port", type=int, default=50051)
+    quickstart.add_argument("--port", type=int, default=50051, help="the collector's gRPC port")
+    quickstart.add_argument(
+        "--http-port", type=int, default=8765, help="the dashboard's port (0 = any free one)"
+    )
+    quickstart.add_argument(
+        "--keep-serving",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the collector and dashboard up until Ctrl-C (default: when run in a terminal)",
+    )
     return parser
 
 
@@ -175,7 +184,8 @@ def _run(args: argparse.Namespace) -> int:
     if command == "quickstart":
         from collector.quickstart import run_quickstart
 
-        return run_quickstart(args.dir, args.port)
+        keep = sys.stdin.isatty() if args.keep_serving is None else args.keep_serving
+        return run_quickstart(args.dir, args.port, args.http_port, keep_serving=keep)
     handlers: dict[str, Callable[[argparse.Namespace, PostureService], int]] = {
         "enroll-secret": _enroll_secret,
         "hosts": _hosts,

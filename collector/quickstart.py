@@ -1,9 +1,11 @@
 """``posture-collector quickstart``: the whole product on one machine, end to end.
 
-Starts a real collector (TLS with a local CA, the embedded SQLite store), enrolls this
-machine's agent with a fresh enroll secret, sends one collection, prints the machine's
-score and failing checks, writes the reports, and stops the collector. Every step is the
-same command a deployment would run, so the quickstart is also a smoke test.
+Starts a real collector (TLS with a local CA, the embedded SQLite store, the dashboard on
+loopback), enrolls this machine's agent with a fresh enroll secret, sends one collection,
+prints the machine's score and failing checks, writes the reports, and then either keeps
+the collector and dashboard up until Ctrl-C (in a terminal, so a person can look) or stops
+(in CI). Every step is the same command a deployment would run, so the quickstart is also a
+smoke test.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,9 +36,27 @@ def _step(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
+@dataclass(frozen=True)
+class _Running:
+    address: str
+    dashboard: str
+    process: subprocess.Popen[bytes]
+
+
+def _announced(process: subprocess.Popen[bytes], what: str, log: Path) -> str:
+    """The address the collector prints on the line announcing ``what``."""
+    assert process.stdout is not None
+    for raw in process.stdout:
+        line = raw.decode()
+        if what in line:
+            return line.rsplit(" ", 1)[1].strip()
+    process.wait(timeout=10)
+    raise RuntimeError(f"the collector did not start (exit {process.returncode}); see {log}")
+
+
 @contextmanager
-def _collector(directory: Path, port: int) -> Iterator[str]:
-    """A running ``posture-collector serve``; yields its address."""
+def _collector(directory: Path, port: int, http_port: int) -> Iterator[_Running]:
+    """A running ``posture-collector serve`` with its dashboard."""
     log = (directory / "collector.log").open("ab")
     process = subprocess.Popen(
         [
@@ -49,20 +70,16 @@ def _collector(directory: Path, port: int) -> Iterator[str]:
             f"127.0.0.1:{port}",
             "--tls-dir",
             str(directory / "tls"),
+            "--http-listen",
+            f"127.0.0.1:{http_port}",
         ],
         stdout=subprocess.PIPE,
         stderr=log,
     )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    if "listening on" not in line:
-        process.wait(timeout=10)
-        raise RuntimeError(
-            f"the collector did not start (exit {process.returncode});"
-            f" see {directory / 'collector.log'}"
-        )
     try:
-        yield line.rsplit(" ", 1)[1].strip()
+        address = _announced(process, "listening on", directory / "collector.log")
+        dashboard = _announced(process, "dashboard on", directory / "collector.log")
+        yield _Running(address, dashboard, process)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
@@ -105,7 +122,7 @@ def _summary(service: PostureService, view: HostView) -> None:
         )
 
 
-def run_quickstart(directory: Path, port: int) -> int:
+def run_quickstart(directory: Path, port: int, http_port: int, keep_serving: bool) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     database = directory / "collector.db"
     packs = load_packs(REPO_POLICIES)
@@ -114,14 +131,14 @@ def run_quickstart(directory: Path, port: int) -> int:
     store = SqliteStore(database)
     service = PostureService(store, packs)
     _, secret = service.create_enroll_secret(f"quickstart-{datetime.now(UTC):%Y%m%dT%H%M%S}")
-    with _collector(directory, port) as address:
-        _step(f"collector on {address} (TLS, CA {pki.ca_cert}), database {database}")
+    with _collector(directory, port, http_port) as running:
+        _step(f"collector on {running.address} (TLS, CA {pki.ca_cert}), database {database}")
         _step("enrolling this machine's agent")
         _agent(
             directory,
             "enroll",
             "--collector",
-            address,
+            running.address,
             "--ca-cert",
             str(pki.ca_cert),
             "--secret",
@@ -129,10 +146,20 @@ def run_quickstart(directory: Path, port: int) -> int:
         )
         _step("collecting facts and streaming them to the collector")
         _agent(directory, "once")
-    host = service.store.list_hosts()[-1]
-    view = service.host_view(host)
-    _summary(service, view)
-    reports = directory / "reports"
+        host = service.store.list_hosts()[-1]
+        _summary(service, service.host_view(host))
+        _write_reports(service, directory / "reports")
+        print(f"More: posture-collector host {host.id} --db {database}")
+        print(f"\nDashboard: {running.dashboard}")
+        if keep_serving:
+            print("The collector and dashboard stay up until Ctrl-C.", flush=True)
+            _wait_for_interrupt(running.process)
+    service.close()
+    store.close()
+    return 0
+
+
+def _write_reports(service: PostureService, reports: Path) -> None:
     reports.mkdir(exist_ok=True)
     content = ""
     for fmt, suffix in (("table", "txt"), ("json", "json"), ("csv", "csv"), ("html", "html")):
@@ -140,7 +167,11 @@ def run_quickstart(directory: Path, port: int) -> int:
         (reports / f"report.{suffix}").write_bytes(issued.data)
         content = issued.report.content_sha256
     print(f"\nReports: {reports}/report.txt, .json, .csv, .html (content sha256 {content})")
-    print(f"More: posture-collector host {host.id} --db {database}")
-    service.close()
-    store.close()
-    return 0
+
+
+def _wait_for_interrupt(process: subprocess.Popen[bytes]) -> None:
+    """Until Ctrl-C (which the collector, in the same process group, gets too) or its exit."""
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        print("\nstopping", flush=True)
