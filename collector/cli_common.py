@@ -14,7 +14,7 @@ from pathlib import Path
 
 from collector.policy.loader import load_packs
 from collector.service import PostureService, ServiceError
-from collector.store import SqliteStore
+from collector.store import open_store
 
 __all__ = [
     "REPO_POLICIES",
@@ -35,9 +35,9 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        type=Path,
-        default=Path(os.environ.get("POSTURE_DB", "posture.db")),
-        help="SQLite database (default: $POSTURE_DB or ./posture.db)",
+        default=os.environ.get("POSTURE_DB", "posture.db"),
+        help="a SQLite file (path or sqlite:///path) or postgresql://user@host:port/db"
+        " (default: $POSTURE_DB or ./posture.db)",
     )
     parser.add_argument("--policies", type=Path, default=REPO_POLICIES, help="policy packs")
 
@@ -60,7 +60,7 @@ def add_user(parser: argparse.ArgumentParser) -> None:
 @contextmanager
 def open_service(args: argparse.Namespace, interval: int = 300) -> Iterator[PostureService]:
     packs = load_packs(args.policies)
-    store = SqliteStore(args.db)
+    store = open_store(args.db)
     service = PostureService(store, packs, interval_seconds=interval)
     try:
         yield service

@@ -4,7 +4,7 @@ What an operator needs to see that the collector keeps up and the fleet reports:
 reports arrive (a counter; ``rate()`` gives reports/s), how long an agent waits for its ack
 and how long evaluation takes (histograms), how many streams are open, how many hosts are
 enrolled and stale, the errors answered by gRPC status code, and how deep the agents' spools
-are (a growing spool means hosts that cannot deliver).
+are (a growing spool means hosts that cannot deliver), and what the limits refused.
 
 Everything lives in one ``CollectorRegistry`` per collector rather than prometheus-client's
 process-wide default, so tests and benchmarks can run several collectors in one process.
@@ -14,21 +14,19 @@ waits for the ingest worker and ingest never waits for a scrape.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from threading import Thread
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from collector.policy.evaluate import Evaluator
+from collector.policy.evaluate import Evaluator, FactSource
 from collector.policy.model import Check, CheckResult
 from collector.service import STALE_AFTER_INTERVALS, PostureService
 
@@ -55,22 +53,19 @@ class HostCounts:
     stale: int
 
 
-def count_hosts(db_path: Path, now: datetime) -> HostCounts:
+class _CountsStore(Protocol):
+    def host_counts(self, now: datetime, stale_after_intervals: int) -> tuple[int, int]: ...
+
+
+def count_hosts(store: _CountsStore, now: datetime) -> HostCounts:
     """Enrolled and stale hosts, by the service's rule: a host is stale when it never
     reported or has not for ``STALE_AFTER_INTERVALS`` of its collection intervals.
 
-    One aggregate query on a read-only connection: a scrape must stay cheap at 50,000 hosts,
-    where building every ``Host`` record would take the better part of a second.
+    Aggregate queries only: a scrape must stay cheap at 50,000 hosts, where building every
+    ``Host`` record would take the better part of a second.
     """
-    uri = f"{db_path.resolve().as_uri()}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True)) as conn:
-        enrolled, stale = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(last_collected_at IS NULL"
-            " OR (julianday(?) - julianday(last_collected_at)) * 86400.0"
-            " > ? * interval_seconds), 0) FROM hosts",
-            (now.isoformat(), STALE_AFTER_INTERVALS),
-        ).fetchone()
-    return HostCounts(int(enrolled), int(stale))
+    enrolled, stale = store.host_counts(now, STALE_AFTER_INTERVALS)
+    return HostCounts(enrolled, stale)
 
 
 class _ScrapeTimeGauges(Collector):
@@ -154,6 +149,22 @@ class CollectorMetrics:
             ["method", "code"],
             registry=registry,
         )
+        self.limited = Counter(
+            "posture_limited",
+            "Requests refused by a limit (RESOURCE_EXHAUSTED), by limit: host_batches,"
+            " host_bytes, enrollments, streams",
+            ["limit"],
+            registry=registry,
+        )
+        self.replaced_streams = Counter(
+            "posture_streams_replaced",
+            "Streams ended because a newer stream of the same host opened (a reconnect, or"
+            " two agents sharing one identity when it keeps growing)",
+            registry=registry,
+        )
+        self.renewals = Counter(
+            "posture_certificate_renewals", "Client certificates renewed", registry=registry
+        )
         self._spooled: dict[int, int] = {}
         registry.register(_ScrapeTimeGauges(host_counts, self._spooled))
 
@@ -165,8 +176,8 @@ class CollectorMetrics:
 class TimedEvaluator(Evaluator):
     """An ``Evaluator`` that records each evaluation's duration in a histogram."""
 
-    def __init__(self, db_path: Path, checks: Sequence[Check], histogram: Histogram) -> None:
-        super().__init__(db_path, checks)
+    def __init__(self, source: FactSource, checks: Sequence[Check], histogram: Histogram) -> None:
+        super().__init__(source, checks)
         self._histogram = histogram
 
     def evaluate(
@@ -190,7 +201,7 @@ def instrument_evaluations(service: PostureService, metrics: CollectorMetrics) -
     transport replaces it once, before serving, while no evaluation can be running.
     """
     timed = TimedEvaluator(
-        service.store.path, list(service.checks.values()), metrics.evaluation_latency
+        service.store.fact_source(), list(service.checks.values()), metrics.evaluation_latency
     )
     service.evaluator.close()
     service.evaluator = timed

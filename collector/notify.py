@@ -12,6 +12,11 @@ receiver to ignore a repeat should the collector die between a receiver's 2xx an
 it), ``X-Posture-Timestamp`` (Unix seconds) and ``X-Posture-Signature: sha256=<hex>``, the
 HMAC-SHA256 with the shared secret of ``<timestamp>.<body>``: a receiver recomputes it over
 the raw body and rejects a mismatch or a timestamp too far from its clock.
+
+With several collectors sharing one database, one of them delivers at a time: each pass
+takes the ``notify`` lease (``collector.jobs.HeldLease``) and renews it before every POST,
+so the others skip their passes while it lives, and take over within ``lease_seconds`` of
+its holder dying.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from urllib.parse import urlsplit
 
 from collector.drift import StoredEvent
 from collector.groups import host_groups
+from collector.jobs import HeldLease, instance_id
 from collector.model import Host
 from collector.policy.model import Check
 from collector.reports.drift import event_document
 from collector.reports.model import collector_version
-from collector.store import SqliteStore
+from collector.store import SqliteStore, open_store
 
 __all__ = ["DeliveryError", "Notifier", "WebhookConfig", "retry_delay", "sign"]
 
@@ -55,6 +61,9 @@ class WebhookConfig:
     backoff_max_seconds: float = 600.0
     #: How often the outbox is checked when nothing wakes the notifier.
     poll_seconds: float = 5.0
+    #: How long the delivering collector's lease lasts unrenewed (it renews before every
+    #: POST, so this must exceed one POST's timeout).
+    lease_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -62,6 +71,8 @@ class WebhookConfig:
             raise ValueError(f"webhook URL must be http:// or https://, not {self.url!r}")
         if len(self.secret) < 16:
             raise ValueError("the webhook secret must be at least 16 bytes")
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ValueError("the delivery lease must outlast one request's timeout")
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -103,33 +114,52 @@ def post(config: WebhookConfig, event_id: int, body: bytes, now: datetime) -> No
 
 
 class Notifier:
-    """Delivers the outbox of the database at ``db_path`` to one webhook.
+    """Delivers the outbox of the database at ``location`` (a path or URL) to one webhook.
 
     ``deliver_due`` makes one pass (tests call it directly); ``start`` runs passes in a
-    thread until ``stop``, waking early when ``wake`` is called (after an ingest).
+    thread until ``stop``, waking early when ``wake`` is called (after an ingest), each pass
+    only while this collector holds the delivery lease (``holder`` names it).
     """
 
     def __init__(
         self,
-        db_path: Path,
+        location: str | Path,
         config: WebhookConfig,
         checks: Mapping[str, Check],
         clock: Callable[[], datetime],
+        *,
+        holder: str | None = None,
     ) -> None:
         self.config = config
         self.checks = checks
         self.clock = clock
-        self._db_path = db_path
+        self.lease = HeldLease(
+            "notify", holder or instance_id(), timedelta(seconds=config.lease_seconds)
+        )
+        self._location = location
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def deliver_due(self, store: SqliteStore) -> int:
-        """Try every notification due now, oldest first; returns how many were delivered."""
+    def deliver_as_holder(self, store: SqliteStore) -> int:
+        """One pass, if this collector holds (or can take) the delivery lease; 0 if not."""
+        if not self.lease.acquire(store, self.clock()):
+            return 0
+        return self.deliver_due(store, renew=lambda: self.lease.acquire(store, self.clock()))
+
+    def deliver_due(self, store: SqliteStore, renew: Callable[[], bool] | None = None) -> int:
+        """Try every notification due now, oldest first; returns how many were delivered.
+
+        ``renew`` is called before each POST; the pass stops when it returns False (the
+        delivery lease went to another collector).
+        """
         delivered = 0
         due = store.pending_notifications(self.clock())
         hosts = self._hosts(store, {pending.event.host_id for pending in due})
         for pending in due:
+            if renew is not None and not renew():
+                log.warning("delivery lease lost; another collector delivers now")
+                break
             stored = pending.event
             body = self._body(stored, *hosts.get(stored.host_id, (None, ())))
             try:
@@ -179,14 +209,22 @@ class Notifier:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        store = SqliteStore(self._db_path)
+        store = open_store(self._location, pool_size=2)
         try:
             while not self._stopping.is_set():
                 try:
-                    self.deliver_due(store)
+                    self.deliver_as_holder(store)
                 except Exception:  # a database hiccup must not end notifications for good
                     log.exception("webhook delivery pass failed; retrying")
                 self._wakeup.wait(self.config.poll_seconds)
                 self._wakeup.clear()
+            self._release(store)
         finally:
             store.close()
+
+    def _release(self, store: SqliteStore) -> None:
+        """Hand the outbox to another collector at once rather than after the lease ends."""
+        try:
+            self.lease.release(store, self.clock())
+        except Exception:  # it will expire on its own
+            log.exception("could not release the delivery lease")

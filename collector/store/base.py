@@ -38,14 +38,27 @@ def dt(value: str | None) -> datetime | None:
 
 
 class StoreBase:
-    """The connection and transaction helpers the mixins build on."""
+    """The connection and transaction helpers the mixins build on.
+
+    ``conn`` is a sqlite3 connection in autocommit mode on SQLite, and on PostgreSQL an
+    adapter offering the same surface (``collector.store.postgres.PgConnection``): store
+    code uses ``execute``/``executemany`` with ``?`` placeholders, cursors' ``fetchone``,
+    ``fetchall``, iteration, ``rowcount``, ``lastrowid`` and ``description``, and SQL both
+    engines speak (``collector.store.dialect`` lists what is translated and what is not).
+    ``db`` is sqlite-utils' ``Database`` on SQLite; on PostgreSQL only its ``execute``,
+    ``executescript`` and ``db[table].rows_where``/``count`` exist.
+    """
 
     conn: sqlite3.Connection
     db: Database
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """A write transaction. ``BEGIN EXCLUSIVE`` (the seal) also waits for every other
+        write in flight: the same as IMMEDIATE on SQLite, where writers take turns anyway;
+        on PostgreSQL, where they run side by side, the difference (see
+        ``collector.store.postgres``)."""
+        self.conn.execute(begin)
         try:
             yield self.conn
         except BaseException:
@@ -72,7 +85,7 @@ class StoreBase:
 
     def seal(self, now: datetime) -> datetime:
         """Fix a report's instant: nothing written later is stamped at or before it."""
-        with self._transaction() as conn:
+        with self._transaction("BEGIN EXCLUSIVE") as conn:
             instant = self._stamp(conn, now)
             conn.execute(
                 "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",

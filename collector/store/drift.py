@@ -132,7 +132,7 @@ class DriftMixin(StoreBase):
             clauses.append("kind = ?")
             params.append(where.kind.value)
         if where.host_ids is not None:
-            clauses.append("host_id IN (SELECT value FROM json_each(?))")
+            clauses.append("host_id IN (SELECT CAST(value AS INTEGER) FROM json_each(?))")
             params.append(json.dumps(sorted(where.host_ids)))
         rows = self.conn.execute(
             f"SELECT {_EVENT_COLUMNS} FROM drift_events WHERE {' AND '.join(clauses)} ORDER BY id",

@@ -27,12 +27,19 @@ Values are stored as the agent sent them, strings, and SQLite's column affinity 
 osquery. osquery sends "" for an unknown number; "" cannot become a number and stays "", so
 ``col = ''`` keeps working and numeric comparisons need no guard against it. (Affinity also
 means "007" in an INTEGER column reads back as 7.)
+
+On PostgreSQL (``collector.store.postgres``) the same tables hold every catalogue column as
+text, the agent's strings untouched, keyed the same way, without the lookup indexes:
+policies never query them there. Evaluation copies a host's rows into an in-memory SQLite
+database made by ``create_fact_tables``, where the affinities above type them; so
+``host_rows`` gives back the agent's exact strings on PostgreSQL ("007"), SQLite's typed
+spelling on SQLite (7), and every check sees the same values on both.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from protos.posture.v1.tables import TABLES
 
@@ -41,7 +48,10 @@ __all__ = [
     "create_fact_tables",
     "delete_host_rows",
     "fact_table_name",
+    "fact_table_statements",
     "host_rows",
+    "insert_sql",
+    "quoted",
     "replace_host_rows",
 ]
 
@@ -67,7 +77,8 @@ def fact_table_name(table: str) -> str:
     return "fact_" + table
 
 
-def _quoted(name: str) -> str:
+def quoted(name: str) -> str:
+    """``name`` as an SQL identifier (both engines)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -80,27 +91,44 @@ def lookup_column(table: str) -> str | None:
 
 
 def create_fact_tables(conn: sqlite3.Connection) -> None:
-    """Create every catalogue table's storage table and lookup index (idempotent; does not
-    commit).
+    """Create every catalogue table's storage table and lookup index on SQLite
+    (idempotent; does not commit).
 
     A catalogue that gained a table gets it on the next call; existing tables are left
     alone.
     """
-    for name, schema in TABLES.items():
-        table = _quoted(fact_table_name(name))
-        columns = "".join(f", {_quoted(c.name)} {c.sql_type}" for c in schema.columns)
-        conn.execute(
+    for statement in fact_table_statements(TABLES, typed=True):
+        conn.execute(statement)
+    _hint_planner(conn)
+
+
+def fact_table_statements(tables: Iterable[str], *, typed: bool, lookups: bool = True) -> list[str]:
+    """``CREATE ... IF NOT EXISTS`` statements for ``tables``' storage tables and indexes.
+
+    ``typed``: catalogue columns get their catalogue types (SQLite's affinities type the
+    agent's strings); otherwise every catalogue column is TEXT, the strings stored as sent
+    (PostgreSQL, whose evaluation copies them into a typed SQLite layout). ``lookups``
+    adds the ``(host_id, lookup column)`` indexes policy SQL seeks by (SQLite, where
+    policies query the store itself).
+    """
+    statements = []
+    for name in tables:
+        table = quoted(fact_table_name(name))
+        columns = "".join(
+            f", {quoted(c.name)} {c.sql_type if typed else 'TEXT'}" for c in TABLES[name].columns
+        )
+        statements.append(
             f"CREATE TABLE IF NOT EXISTS {table} ("
             f"host_id INTEGER NOT NULL, {ROW_COLUMN} INTEGER NOT NULL{columns}, "
             f"PRIMARY KEY (host_id, {ROW_COLUMN})) WITHOUT ROWID"
         )
-        lookup = lookup_column(name)
+        lookup = lookup_column(name) if lookups else None
         if lookup is not None:
-            index = _quoted(_lookup_index(name, lookup))
-            conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {index} ON {table} (host_id, {_quoted(lookup)})"
+            index = quoted(_lookup_index(name, lookup))
+            statements.append(
+                f"CREATE INDEX IF NOT EXISTS {index} ON {table} (host_id, {quoted(lookup)})"
             )
-    _hint_planner(conn)
+    return statements
 
 
 def _lookup_index(table: str, column: str) -> str:
@@ -125,11 +153,12 @@ def _hint_planner(conn: sqlite3.Connection) -> None:
     )
 
 
-def _insert_sql(table: str) -> str:
+def insert_sql(table: str) -> str:
+    """The INSERT of one row of ``table``: host id, position, catalogue columns."""
     columns = [c.name for c in TABLES[table].columns]
-    names = ", ".join(["host_id", ROW_COLUMN, *map(_quoted, columns)])
+    names = ", ".join(["host_id", ROW_COLUMN, *map(quoted, columns)])
     marks = ", ".join("?" * (len(columns) + 2))
-    return f"INSERT INTO {_quoted(fact_table_name(table))} ({names}) VALUES ({marks})"
+    return f"INSERT INTO {quoted(fact_table_name(table))} ({names}) VALUES ({marks})"
 
 
 def replace_host_rows(
@@ -144,7 +173,7 @@ def replace_host_rows(
     columns = [c.name for c in TABLES[table].columns]
     delete_host_rows(conn, host_id, table)
     conn.executemany(
-        _insert_sql(table),
+        insert_sql(table),
         [
             (host_id, position, *[row.get(column) for column in columns])
             for position, row in enumerate(rows)
@@ -156,7 +185,7 @@ def delete_host_rows(conn: sqlite3.Connection, host_id: int, table: str) -> None
     """Delete ``host_id``'s rows of ``table`` (the caller commits)."""
     if table not in TABLES:
         raise KeyError(table)
-    conn.execute(f"DELETE FROM {_quoted(fact_table_name(table))} WHERE host_id = ?", (host_id,))
+    conn.execute(f"DELETE FROM {quoted(fact_table_name(table))} WHERE host_id = ?", (host_id,))
 
 
 def host_rows(conn: sqlite3.Connection, host_id: int, table: str) -> list[dict[str, str]]:
@@ -168,7 +197,7 @@ def host_rows(conn: sqlite3.Connection, host_id: int, table: str) -> list[dict[s
     """
     columns = [c.name for c in TABLES[table].columns]
     cursor = conn.execute(
-        f"SELECT {', '.join(map(_quoted, columns))} FROM {_quoted(fact_table_name(table))} "
+        f"SELECT {', '.join(map(quoted, columns))} FROM {quoted(fact_table_name(table))} "
         f"WHERE host_id = ? ORDER BY {ROW_COLUMN}",
         (host_id,),
     )

@@ -17,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from collector.drift import State
@@ -78,10 +78,15 @@ class IssuedReport:
     generated_by: str
 
 
+#: Host ids passed as one JSON array (both engines read it; the CAST makes PostgreSQL's text
+#: elements ids).
+_IDS = "(SELECT CAST(value AS INTEGER) FROM json_each({}))"
+
+
 def _ids_clause(column: str, host_ids: Collection[int] | None) -> tuple[str, list[str]]:
     if host_ids is None:
         return "", []
-    return f" AND {column} IN (SELECT value FROM json_each(?))", [json.dumps(sorted(host_ids))]
+    return f" AND {column} IN {_IDS.format('?')}", [json.dumps(sorted(host_ids))]
 
 
 class HistoryMixin(StoreBase):
@@ -126,6 +131,28 @@ class HistoryMixin(StoreBase):
             )
         return results
 
+    def host_counts(self, now: datetime, stale_after_intervals: int) -> tuple[int, int]:
+        """(hosts enrolled, hosts stale at ``now``): stale when a host never reported, or
+        not within ``stale_after_intervals`` of its own collection interval.
+
+        A few aggregate statements (one per distinct interval, usually one), portable to
+        both engines, so a metrics scrape stays cheap at 50,000 hosts.
+        """
+        intervals = self.conn.execute(
+            "SELECT interval_seconds, COUNT(*), SUM(CASE WHEN last_collected_at IS NULL"
+            " THEN 1 ELSE 0 END) FROM hosts GROUP BY interval_seconds"
+        ).fetchall()
+        enrolled = stale = 0
+        for interval, count, never in intervals:
+            enrolled += int(count)
+            boundary = ts(now - timedelta(seconds=stale_after_intervals * int(interval)))
+            row = self.conn.execute(
+                "SELECT COUNT(*) FROM hosts WHERE interval_seconds = ? AND last_collected_at < ?",
+                (interval, boundary),
+            ).fetchone()
+            stale += int(never or 0) + int(row[0])
+        return enrolled, stale
+
     def host_activity_as_of(
         self, at: datetime, host_ids: Collection[int] | None
     ) -> dict[int, HostActivity]:
@@ -137,7 +164,7 @@ class HistoryMixin(StoreBase):
             "(SELECT b.{} FROM batches AS b WHERE b.host_id = h.id AND b.received_at <= :at"
             " ORDER BY b.received_at DESC LIMIT 1)"
         )
-        only = "" if host_ids is None else " AND h.id IN (SELECT value FROM json_each(:ids))"
+        only = "" if host_ids is None else f" AND h.id IN {_IDS.format(':ids')}"
         rows = self.conn.execute(
             f"SELECT h.id, {latest.format('collected_at')}, {latest.format('received_at')},"
             " (SELECT MAX(v.at) FROM evaluations AS v WHERE v.host_id = h.id AND v.at <= :at)"
@@ -158,12 +185,12 @@ class HistoryMixin(StoreBase):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[FactChange]:
-        clauses, params = ["host_id = ?"], [str(host_id)]
+        clauses: list[str] = ["host_id = ?"]
+        params: list[object] = [host_id]
         for sql, value in (("view = ?", view), ("at >= ?", since), ("at <= ?", until)):
             if value is not None:
                 clauses.append(sql)
                 params.append(value if isinstance(value, str) else ts(value))
-        # host_id compares as a number: the column's INTEGER affinity converts the text.
         rows = self.conn.execute(
             "SELECT id, host_id, view, seq, collected_at, at, change, identity_json, old_json,"
             f" new_json FROM fact_history WHERE {' AND '.join(clauses)} ORDER BY id",

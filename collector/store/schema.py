@@ -1,14 +1,19 @@
-"""The collector database's schema, as ordered sqlite-utils migrations.
+"""The collector database's schema, as ordered migrations: one definition, both engines.
 
 Each migration runs once per database, inside a transaction with the record of it having
-run, so an upgraded collector brings an old database forward on start. Fact tables follow
-the catalogue (``collector.store.facts``) and are created with ``IF NOT EXISTS`` on every
-start, so a catalogue that gained a table needs no migration of its own.
+run, so an upgraded collector brings an old database forward on start. On SQLite they are
+sqlite-utils migrations (recorded in ``_sqlite_migrations``); on PostgreSQL the same
+functions run through ``collector.store.postgres.PgDatabase``, which translates their DDL
+(``collector.store.dialect``), and are recorded in ``posture_migrations``. ``MIGRATIONS``
+is the order both follow. New DDL must be portable (see the per-area ``*_SCHEMA`` tuples).
+Fact tables follow the catalogue (``collector.store.facts``) and are created with ``IF NOT
+EXISTS`` on every start, so a catalogue that gained a table needs no migration of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from sqlite_utils import Database, Migrations
 
@@ -17,13 +22,24 @@ from collector.store.audit import AUDIT_SCHEMA
 from collector.store.delivery import DELIVERY_SCHEMA
 from collector.store.facts import create_fact_tables
 from collector.store.identity import IDENTITY_SCHEMA
+from collector.store.leases import LEASES_SCHEMA
 
-__all__ = ["migrate"]
+__all__ = ["MIGRATIONS", "migrate"]
+
+Migration = Callable[[Database], None]
 
 migrations = Migrations("posture")
+#: (name, step) in the order they run, on either engine.
+MIGRATIONS: list[tuple[str, Migration]] = []
 
 
-@migrations()
+def _migration(step: Migration) -> Migration:
+    """Register ``step`` for both engines under its function name."""
+    MIGRATIONS.append((step.__name__, step))
+    return migrations()(step)
+
+
+@_migration
 def m001_initial(db: Database) -> None:
     db.executescript(
         """
@@ -236,7 +252,7 @@ _M002 = (
 )
 
 
-@migrations()
+@_migration
 def m002_history_drift_groups_waivers(db: Database) -> None:
     for statement in _M002:
         db.execute(statement)
@@ -254,28 +270,33 @@ def _run(db: Database, statements: tuple[str, ...]) -> None:
         db.execute(statement)
 
 
-@migrations()
+@_migration
 def m003_audit_log(db: Database) -> None:
     _run(db, AUDIT_SCHEMA)
 
 
-@migrations()
+@_migration
 def m004_identity(db: Database) -> None:
     _run(db, IDENTITY_SCHEMA)
 
 
-@migrations()
+@_migration
 def m005_delivery(db: Database) -> None:
     _run(db, DELIVERY_SCHEMA)
 
 
-@migrations()
+@_migration
 def m006_access(db: Database) -> None:
     _run(db, ACCESS_SCHEMA)
 
 
+@_migration
+def m007_leases(db: Database) -> None:
+    _run(db, LEASES_SCHEMA)
+
+
 def migrate(db: Database) -> None:
-    """Bring ``db`` to the current schema (idempotent)."""
+    """Bring the SQLite database ``db`` to the current schema (idempotent)."""
     migrations.apply(db)
     create_fact_tables(db.conn)
     db.conn.commit()

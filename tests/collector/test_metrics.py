@@ -173,9 +173,9 @@ def test_count_hosts_applies_the_services_staleness_rule(tmp_path: Path) -> None
         store.apply_batch(host.id, batch, collected)
     service.enroll(secret, HostIdentity("never", "", "never", "linux", "", ""))
     # Stale = never reported, or last collected more than 2 x 300 s ago.
-    assert count_hosts(store.path, now + timedelta(seconds=200)) == HostCounts(3, 1)
-    assert count_hosts(store.path, now + timedelta(seconds=400)) == HostCounts(3, 2)
-    assert count_hosts(store.path, now + timedelta(seconds=700)) == HostCounts(3, 3)
+    assert count_hosts(store, now + timedelta(seconds=200)) == HostCounts(3, 1)
+    assert count_hosts(store, now + timedelta(seconds=400)) == HostCounts(3, 2)
+    assert count_hosts(store, now + timedelta(seconds=700)) == HostCounts(3, 3)
     store.close()
 
 
