@@ -13,22 +13,29 @@ Administration (groups, waivers, baselines) is in ``collector.governance``.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from collector.audit import AuditLog
 from collector.drift import DriftEvent, compliance_drift
-from collector.groups import GroupRule, host_groups, valid_group_name
+from collector.errors import (
+    AlreadyEnrolledError,
+    AuthenticationError,
+    PendingApprovalError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServiceError,
+)
+from collector.groups import GroupRule, host_groups
 from collector.history import STALE_AFTER_INTERVALS, is_stale, stale_reason
+from collector.identity import IdentityService, hash_secret
 from collector.model import EnrollSecret, FactBatch, Host, HostIdentity, IngestOutcome, StoredResult
 from collector.policy.evaluate import Evaluator
 from collector.policy.model import Check, Pack, Status
 from collector.policy.plan import CollectionPlan, collection_plan
 from collector.scoring import FleetScore, HostScore, fleet_score, host_score
-from collector.store import HostExistsError, SqliteStore
+from collector.store import SqliteStore
 from collector.tracked import plan_with_tracking
 from collector.waivers import Waiver, applicable_waiver
 
@@ -39,7 +46,10 @@ __all__ = [
     "AuthenticationError",
     "Enrollment",
     "HostView",
+    "PendingApprovalError",
+    "PermissionDeniedError",
     "PostureService",
+    "RateLimitedError",
     "ServiceError",
     "hash_secret",
 ]
@@ -48,23 +58,14 @@ __all__ = [
 DEFAULT_SCORE_DROP_POINTS = 10.0
 
 
-class ServiceError(Exception):
-    """A request the service refuses; the message is safe to show to the caller."""
-
-
-class AuthenticationError(ServiceError):
-    """Wrong, unknown or revoked secret or credential."""
-
-
-class AlreadyEnrolledError(ServiceError):
-    """This machine's identity is enrolled already; taking it over needs an admin."""
-
-
 @dataclass(frozen=True)
 class Enrollment:
     host: Host
     credential: str
     plan: CollectionPlan
+    #: With mTLS: the client certificate (PEM) and the CA that signed it.
+    certificate_pem: bytes = b""
+    ca_pem: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,6 @@ class _Overlay:
     waivers: tuple[Waiver, ...]
 
 
-def hash_secret(secret: str) -> str:
-    """Secrets and credentials are 256-bit random values, so SHA-256 suffices to store them."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -121,8 +117,10 @@ class PostureService:
         self.score_drop_points = score_drop_points
         #: Called after each stored batch (the webhook notifier's wake-up), if set.
         self.after_ingest: Callable[[], None] | None = None
-        self.evaluator = Evaluator(store.path, list(self.checks.values()))
+        self.evaluator = Evaluator(store.fact_source(), list(self.checks.values()))
         self._plans: dict[str, CollectionPlan] = {}
+        #: Enroll secrets, enrollment and its approval, certificates, revocation.
+        self.identity = IdentityService(store, self.audit, lambda: self.clock(), interval_seconds)
         store.record_packs(self.packs, clock())
 
     def close(self) -> None:
@@ -131,39 +129,34 @@ class PostureService:
     # Enrollment and identity ----------------------------------------------------------
 
     def create_enroll_secret(self, name: str, group: str | None = None) -> tuple[EnrollSecret, str]:
-        """A new secret, returned in clear exactly once; only its hash is kept. Hosts that
-        enroll with it join ``group``."""
-        if group is not None and not valid_group_name(group):
-            raise ServiceError(f"invalid group name {group!r}: letters, digits, ' -_.' only")
-        secret = secrets.token_urlsafe(32)
-        record = self.store.create_enroll_secret(name, hash_secret(secret), self.clock(), group)
-        return record, secret
+        """A new secret (no expiry, no use limit), returned in clear exactly once; hosts
+        that enroll with it join ``group``. ``identity.create_secret`` sets limits."""
+        return self.identity.create_secret(name, group)
 
-    def enroll(self, enroll_secret: str, identity: HostIdentity) -> Enrollment:
-        secret = self.store.find_live_enroll_secret(hash_secret(enroll_secret))
-        if secret is None:
-            raise AuthenticationError("enroll secret is wrong or revoked")
-        if not identity.hardware_uuid or identity.platform not in {"linux", "darwin", "windows"}:
-            raise ServiceError("host identity needs a hardware_uuid and a known platform")
-        credential = secrets.token_urlsafe(32)
-        try:
-            host = self.store.create_host(
-                identity, hash_secret(credential), secret, self.interval_seconds, self.clock()
-            )
-        except HostExistsError:
-            raise AlreadyEnrolledError(
-                f"a host with hardware uuid {identity.hardware_uuid} is already enrolled;"
-                " re-enrolling it needs an administrator"
-            ) from None
-        return Enrollment(host, credential, self.plan_for(identity.platform))
+    def enroll(
+        self,
+        enroll_secret: str,
+        identity: HostIdentity,
+        *,
+        csr_pem: bytes = b"",
+        token: str = "",
+        peer: str = "",
+    ) -> Enrollment:
+        """Enroll a new host (see ``collector.identity`` for re-enrollment and mTLS)."""
+        admission = self.identity.enroll(
+            enroll_secret, identity, csr_pem=csr_pem, token=token, peer=peer
+        )
+        certificate = admission.certificate
+        return Enrollment(
+            admission.host,
+            admission.credential,
+            self.plan_for(admission.host.identity.platform),
+            certificate.pem if certificate else b"",
+            self.identity.ca.ca_pem if certificate and self.identity.ca else b"",
+        )
 
     def authenticate(self, credential: str) -> Host:
-        host = self.store.host_by_credential(hash_secret(credential)) if credential else None
-        if host is None:
-            raise AuthenticationError("unknown agent credential")
-        if host.credential_revoked:
-            raise AuthenticationError(f"agent credential of host {host.id} is revoked")
-        return host
+        return self.identity.authenticate(credential)
 
     def plan_for(self, platform: str) -> CollectionPlan:
         """What agents on ``platform`` collect: the packs' plan plus the tracked views'."""
@@ -289,5 +282,7 @@ class PostureService:
             raise ServiceError(f"{reference!r} matches several hosts ({ids}); use the id")
         return hosts[0]
 
-    def revoke_credential(self, host: Host) -> None:
-        self.store.revoke_credential(host.id, self.clock())
+    def revoke_credential(self, host: Host, actor: str | None = None) -> None:
+        """Refuse the host's agent from now on: its credential and client certificates
+        (audited under ``actor``; None when the caller audits, as the web API does)."""
+        self.identity.revoke_host(host, actor)

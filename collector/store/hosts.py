@@ -1,4 +1,9 @@
-"""Enroll secrets and hosts."""
+"""Enroll secrets and hosts.
+
+A secret's use is taken in the transaction that creates the host, by a statement that
+succeeds only while the secret is live (unrevoked, unexpired, uses left): two agents racing
+for the last use of a ``--max-uses 1`` secret cannot both enroll.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,45 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from collector.enrollment import EnrollSecretRecord
 from collector.model import EnrollSecret, Host, HostIdentity
 from collector.store.base import StoreBase, dt, ts
 
-__all__ = ["HostExistsError", "HostsMixin"]
+__all__ = ["HostExistsError", "HostsMixin", "SecretSpentError"]
 
 
 class HostExistsError(Exception):
     """A host with this hardware identity is already enrolled."""
 
 
+class SecretSpentError(Exception):
+    """The enroll secret stopped being live (revoked, expired, used up) before this use."""
+
+
 class HostsMixin(StoreBase):
     # Enroll secrets -------------------------------------------------------------------
 
     def create_enroll_secret(
-        self, name: str, secret_hash: str, now: datetime, group: str | None = None
-    ) -> EnrollSecret:
+        self,
+        name: str,
+        secret_hash: str,
+        now: datetime,
+        group: str | None = None,
+        expires_at: datetime | None = None,
+        max_uses: int | None = None,
+    ) -> EnrollSecretRecord:
+        expires = ts(expires_at) if expires_at else None
         with self._transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO enroll_secrets (name, secret_hash, created_at, group_name)"
-                " VALUES (?, ?, ?, ?)",
-                (name, secret_hash, ts(now), group),
+                "INSERT INTO enroll_secrets (name, secret_hash, created_at, group_name,"
+                " expires_at, max_uses) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, secret_hash, ts(now), group, expires, max_uses),
             )
         secret = self._secret_where("id = ?", cursor.lastrowid)
         assert secret is not None
         return secret
 
-    def list_enroll_secrets(self) -> list[EnrollSecret]:
+    def list_enroll_secrets(self) -> list[EnrollSecretRecord]:
         return [self._secret(row) for row in self.db["enroll_secrets"].rows_where(order_by="id")]
 
     def revoke_enroll_secret(self, name: str, now: datetime) -> int:
@@ -47,19 +64,25 @@ class HostsMixin(StoreBase):
     def find_live_enroll_secret(self, secret_hash: str) -> EnrollSecret | None:
         return self._secret_where("secret_hash = ? AND revoked_at IS NULL", secret_hash)
 
-    def _secret_where(self, where: str, value: object) -> EnrollSecret | None:
+    def find_enroll_secret(self, secret_hash: str) -> EnrollSecretRecord | None:
+        """The secret with this hash, whatever its state (the caller says why it is refused)."""
+        return self._secret_where("secret_hash = ?", secret_hash)
+
+    def _secret_where(self, where: str, value: object) -> EnrollSecretRecord | None:
         rows = list(self.db["enroll_secrets"].rows_where(where, [value]))
         return self._secret(rows[0]) if rows else None
 
     @staticmethod
-    def _secret(row: dict[str, Any]) -> EnrollSecret:
-        return EnrollSecret(
+    def _secret(row: dict[str, Any]) -> EnrollSecretRecord:
+        return EnrollSecretRecord(
             id=row["id"],
             name=row["name"],
             created_at=datetime.fromisoformat(row["created_at"]),
             revoked_at=dt(row["revoked_at"]),
             uses=row["uses"],
             group=row["group_name"],
+            expires_at=dt(row["expires_at"]),
+            max_uses=row["max_uses"],
         )
 
     def host_secret_groups(self) -> dict[int, str]:
@@ -101,12 +124,23 @@ class HostsMixin(StoreBase):
                     f"INSERT INTO hosts ({columns}) VALUES ({', '.join('?' * len(record))})",
                     tuple(record.values()),
                 )
-                conn.execute("UPDATE enroll_secrets SET uses = uses + 1 WHERE id = ?", (secret.id,))
+                self._use_secret(conn, secret.id, now)
         except sqlite3.IntegrityError as error:
             raise HostExistsError(identity.hostname) from error
         host = self.get_host(cursor.lastrowid or 0)
         assert host is not None
         return host
+
+    @staticmethod
+    def _use_secret(conn: sqlite3.Connection, secret_id: int, now: datetime) -> None:
+        cursor = conn.execute(
+            "UPDATE enroll_secrets SET uses = uses + 1 WHERE id = ? AND revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > ?)"
+            " AND (max_uses IS NULL OR uses < max_uses)",
+            (secret_id, ts(now)),
+        )
+        if cursor.rowcount != 1:
+            raise SecretSpentError(secret_id)
 
     def get_host(self, host_id: int) -> Host | None:
         return self._host_where("id = ?", host_id)

@@ -2,31 +2,49 @@
 
 Every blocking call (SQLite, policy evaluation) runs in the service's single worker thread,
 so the event loop only moves bytes. The host identity comes from the credential in the
-call's metadata, never from a message body. Each call records what operators watch
-(``collector.metrics``): reports, ack and ingest latency, open streams, errors by status.
+call's metadata, or with mTLS from the client certificate the TLS handshake verified
+(``context.auth_context()``), never from a message body. Each call records what operators
+watch (``collector.metrics``): reports, ack and ingest latency, open streams, errors by
+status, and what the limits refused.
+
+On an open stream, every message is first checked against the deny list (a revoked host
+is cut at its next message) and the host's token buckets (``collector.limits``), before any
+conversion, storage or evaluation work is spent on it. A host over its rate is paused (the
+stream is simply not read for the short wait, so HTTP/2 flow control pushes back onto the
+agent); a wait longer than ``LimitConfig.pause_up_to`` ends the stream with
+RESOURCE_EXHAUSTED and a ``retry-after-ms`` hint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from collector.metrics import CollectorMetrics
-from collector.model import Host
-from collector.service import (
+from collector.collect_requests import registry_for
+from collector.delivery import StaleSpoolError
+from collector.errors import (
     AlreadyEnrolledError,
     AuthenticationError,
-    PostureService,
+    PendingApprovalError,
+    PermissionDeniedError,
+    RateLimitedError,
     ServiceError,
 )
+from collector.limits import HostLimiter, LimitConfig, StreamRegistry, StreamSlot, TokenBucket
+from collector.metrics import CollectorMetrics
+from collector.model import Host, HostIdentity
+from collector.service import Enrollment, PostureService
+from collector.tls import CertificateError, fingerprint
 from collector.transport.convert import (
     InvalidMessage,
     batch_from_proto,
@@ -40,13 +58,53 @@ __all__ = ["AgentServicer"]
 
 log = logging.getLogger("posture.collector")
 T = TypeVar("T")
+Context = grpc.aio.ServicerContext[object, object]
+
+#: Domain refusals and the status each is answered with (first match wins).
+_STATUS: tuple[tuple[type[ServiceError], grpc.StatusCode], ...] = (
+    (PendingApprovalError, grpc.StatusCode.FAILED_PRECONDITION),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
+    (AlreadyEnrolledError, grpc.StatusCode.ALREADY_EXISTS),
+    (RateLimitedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ServiceError, grpc.StatusCode.INVALID_ARGUMENT),
+)
 
 
-def _credential(context: grpc.aio.ServicerContext[object, object]) -> str:
+def _status(error: ServiceError) -> grpc.StatusCode:
+    return next(code for kind, code in _STATUS if isinstance(error, kind))
+
+
+def _credential(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             return value.removeprefix("Bearer ").strip()
     return ""
+
+
+def _peer_fingerprint(context: Context) -> str | None:
+    """The fingerprint of the client certificate the handshake verified, if any."""
+    certificates = list(context.auth_context().get("x509_pem_cert") or [])
+    try:
+        return fingerprint(certificates[0]) if certificates else None
+    except CertificateError:
+        return None
+
+
+def _wake(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    """Set ``event`` from any thread (collect requests arrive from the web layer's)."""
+    loop.call_soon_threadsafe(event.set)
+
+
+async def _first_message(messages: AsyncIterator[pb.AgentMessage]) -> None:
+    """Wait (briefly) for the agent's first message before refusing its stream.
+
+    An agent writes its hello as soon as the call starts; if the refusal reaches it while
+    that write is in flight, grpcio reports INTERNAL instead of the collector's status, and
+    the agent could not tell "revoked" from a glitch. Once the hello is read, it is not.
+    """
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(anext(messages), timeout=2.0)
 
 
 def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
@@ -54,84 +112,237 @@ def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
     return function(*args), time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class _Peer:
+    """Who is on the other end of a stream: the host, and with mTLS its certificate."""
+
+    host: Host
+    fingerprint: str | None
+
+
+async def _messages(
+    iterator: AsyncIterator[pb.AgentMessage], wake: asyncio.Event
+) -> AsyncIterator[pb.AgentMessage | None]:
+    """The stream's messages, with a None whenever ``wake`` is set (the stream was replaced,
+    or someone asked the host to collect now) so the handler can act between messages."""
+    reader: asyncio.Future[pb.AgentMessage] = asyncio.ensure_future(anext(iterator))
+    waiter: asyncio.Future[bool] = asyncio.ensure_future(wake.wait())
+    try:
+        while True:
+            pending: set[asyncio.Future[object]] = {reader, waiter}  # type: ignore[arg-type]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                wake.clear()
+                yield None
+                waiter = asyncio.ensure_future(wake.wait())
+            if reader.done():
+                try:
+                    message = reader.result()
+                except StopAsyncIteration:
+                    return
+                yield message
+                reader = asyncio.ensure_future(anext(iterator))
+    finally:
+        reader.cancel()
+        waiter.cancel()
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
-        self, service: PostureService, worker: ThreadPoolExecutor, metrics: CollectorMetrics
+        self,
+        service: PostureService,
+        worker: ThreadPoolExecutor,
+        metrics: CollectorMetrics,
+        *,
+        mtls: bool = False,
+        limits: LimitConfig | None = None,
     ) -> None:
         self.service = service
         self.worker = worker
         self.metrics = metrics
+        self.mtls = mtls
+        self.limits = limits or LimitConfig()
+        self.hosts = HostLimiter(self.limits)
+        self.enrollments = TokenBucket(
+            self.limits.enroll_rate, self.limits.enroll_burst, time.monotonic
+        )
+        self.streams = StreamRegistry(self.limits.max_streams)
+        self.requests = registry_for(service)
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
 
     async def _abort(
         self,
-        context: grpc.aio.ServicerContext[object, object],
+        context: Context,
         method: str,
         code: grpc.StatusCode,
         details: str,
+        retry_after: float | None = None,
     ) -> NoReturn:
         self.metrics.errors.labels(method, code.name).inc()
-        await context.abort(code, details)
+        trailers: tuple[tuple[str, str], ...] = ()
+        if retry_after is not None:
+            trailers = (("retry-after-ms", str(max(1, round(retry_after * 1000)))),)
+        await context.abort(code, details, trailing_metadata=trailers)
 
-    async def Enroll(
-        self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.EnrollResponse:
+    async def _refuse(self, context: Context, method: str, error: ServiceError) -> NoReturn:
+        retry = error.retry_after if isinstance(error, RateLimitedError) else None
+        await self._abort(context, method, _status(error), str(error), retry)
+
+    # Enrollment and certificates -----------------------------------------------------------
+
+    async def Enroll(self, request: pb.EnrollRequest, context: Context) -> pb.EnrollResponse:
+        if wait := self.enrollments.take():
+            self.metrics.limited.labels("enrollments").inc()
+            error = RateLimitedError(f"too many enrollments; retry in {wait:.1f} s", wait)
+            await self._refuse(context, "Enroll", error)
         try:
             identity = identity_from_proto(request.identity)
-            enrollment = await self._call(self.service.enroll, request.enroll_secret, identity)
-        except AuthenticationError as error:
-            log.warning("enroll refused for %s: %s", context.peer(), error)
-            await self._abort(context, "Enroll", grpc.StatusCode.UNAUTHENTICATED, str(error))
-        except AlreadyEnrolledError as error:
-            await self._abort(context, "Enroll", grpc.StatusCode.ALREADY_EXISTS, str(error))
-        except (ServiceError, InvalidMessage) as error:
+            enrollment = await self._call(self._enroll, request, identity, context.peer())
+        except InvalidMessage as error:
             await self._abort(context, "Enroll", grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except ServiceError as error:
+            log.warning("enroll refused for %s: %s", context.peer(), error)
+            await self._refuse(context, "Enroll", error)
         log.info("enrolled host %s (%s)", enrollment.host.id, identity.hostname)
         self.metrics.enrollments.inc()
         return pb.EnrollResponse(
             host_id=str(enrollment.host.id),
             agent_credential=enrollment.credential,
             plan=plan_to_proto(enrollment.plan),
+            client_certificate_pem=enrollment.certificate_pem,
+            ca_certificate_pem=enrollment.ca_pem,
         )
 
-    async def Connect(
-        self,
-        request_iterator: AsyncIterator[pb.AgentMessage],
-        context: grpc.aio.ServicerContext[object, object],
-    ) -> AsyncIterator[pb.CollectorMessage]:
+    def _enroll(self, request: pb.EnrollRequest, identity: HostIdentity, peer: str) -> Enrollment:
+        return self.service.enroll(
+            request.enroll_secret,
+            identity,
+            csr_pem=request.csr_pem,
+            token=request.request_token,
+            peer=peer,
+        )
+
+    async def RenewCertificate(
+        self, request: pb.RenewRequest, context: Context
+    ) -> pb.RenewResponse:
+        peer = _peer_fingerprint(context)
+        if not self.mtls or peer is None:
+            details = "RenewCertificate needs the client certificate to renew (mTLS)"
+            await self._abort(context, "RenewCertificate", grpc.StatusCode.UNAUTHENTICATED, details)
         try:
-            host = await self._call(self.service.authenticate, _credential(context))
+            issued = await self._call(self.service.identity.renew, peer, request.csr_pem)
+        except ServiceError as error:
+            log.warning("renewal refused for %s: %s", context.peer(), error)
+            await self._refuse(context, "RenewCertificate", error)
+        self.metrics.renewals.inc()
+        return pb.RenewResponse(client_certificate_pem=issued.pem)
+
+    # The stream ------------------------------------------------------------------------------
+
+    async def _authenticate(
+        self, context: Context, messages: AsyncIterator[pb.AgentMessage]
+    ) -> _Peer:
+        try:
+            if not self.mtls:
+                host = await self._call(self.service.authenticate, _credential(context))
+                return _Peer(host, None)
+            peer = _peer_fingerprint(context)
+            if peer is None:
+                raise AuthenticationError(
+                    "this collector requires a client certificate (mTLS): connect to its main"
+                    " listener with the certificate issued at enrollment"
+                )
+            authenticate = self.service.identity.authenticate_certificate
+            return _Peer(await self._call(authenticate, peer), peer)
         except AuthenticationError as error:
             log.warning("stream refused for %s: %s", context.peer(), error)
-            await self._abort(context, "Connect", grpc.StatusCode.UNAUTHENTICATED, str(error))
+            await _first_message(messages)
+            await self._refuse(context, "Connect", error)
+
+    def _open(self, host: Host) -> StreamSlot | None:
+        slot, replaced = self.streams.open(host.id)
+        if replaced is not None:
+            self.metrics.replaced_streams.inc()
+            log.info("host %s opened a new stream; its older stream ends", host.id)
+        return slot
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[pb.AgentMessage], context: Context
+    ) -> AsyncIterator[pb.CollectorMessage]:
+        peer = await self._authenticate(context, request_iterator)
+        host = peer.host
+        slot = self._open(host)
+        if slot is None:
+            self.metrics.limited.labels("streams").inc()
+            error = RateLimitedError(
+                f"the collector has {self.limits.max_streams} streams open; retry later", 30.0
+            )
+            await self._refuse(context, "Connect", error)
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        slot.on_replaced(wake.set)
+        handle = self.requests.stream_opened(host.id, lambda: _wake(loop, wake))
         self.metrics.streams.inc()
         self.metrics.open_streams.inc()
         try:
-            async for message in request_iterator:
-                received = time.perf_counter()
-                kind = message.WhichOneof("message")
-                if kind == "hello":
-                    self.metrics.agent_spool(host.id, message.hello.spooled_batches)
-                    for reply in await self._hello(host, message.hello):
-                        yield reply
-                elif kind == "batch":
-                    self.metrics.agent_spool(host.id, message.batch.spooled_batches)
-                    for reply in await self._batch(host, message.batch, context):
-                        yield reply
-                    self.metrics.ack_latency.observe(time.perf_counter() - received)
-                else:
-                    await self._abort(
-                        context, "Connect", grpc.StatusCode.INVALID_ARGUMENT, "empty agent message"
-                    )
+            async for message in _messages(request_iterator, wake):
+                for reply in await self._handle(peer, slot, message, context):
+                    yield reply
         except DecodeError as error:  # gRPC decodes as it reads: not an AgentMessage, or bad UTF-8
             log.warning("host %s sent bytes that are not an AgentMessage: %s", host.id, error)
             await self._abort(
                 context, "Connect", grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {error}"
             )
         finally:
+            self.requests.stream_closed(host.id, handle)
+            self.streams.close(slot)
             self.metrics.open_streams.dec()
+
+    async def _handle(
+        self, peer: _Peer, slot: StreamSlot, message: pb.AgentMessage | None, context: Context
+    ) -> list[pb.CollectorMessage]:
+        host = peer.host
+        if slot.replaced:
+            details = f"a newer stream of host {host.id} replaced this one"
+            await self._abort(context, "Connect", grpc.StatusCode.ABORTED, details)
+        if refusal := self.service.identity.deny.refusal(host.id, peer.fingerprint):
+            log.warning("ending the stream of host %s: %s", host.id, refusal)
+            await self._abort(context, "Connect", grpc.StatusCode.UNAUTHENTICATED, refusal)
+        replies = [] if message is None else await self._message(host, message, context)
+        if (asked := self.requests.take(host.id)) is not None:
+            replies.append(pb.CollectorMessage(collect_now=pb.CollectNow(reason=asked.reason)))
+        return replies
+
+    async def _message(
+        self, host: Host, message: pb.AgentMessage, context: Context
+    ) -> list[pb.CollectorMessage]:
+        received = time.perf_counter()
+        kind = message.WhichOneof("message")
+        if kind == "hello":
+            self.metrics.agent_spool(host.id, message.hello.spooled_batches)
+            return await self._hello(host, message.hello)
+        if kind == "batch":
+            await self._limit(host, message, context)
+            self.metrics.agent_spool(host.id, message.batch.spooled_batches)
+            replies = await self._batch(host, message.batch, context)
+            self.metrics.ack_latency.observe(time.perf_counter() - received)
+            return replies
+        await self._abort(
+            context, "Connect", grpc.StatusCode.INVALID_ARGUMENT, "empty agent message"
+        )
+
+    async def _limit(self, host: Host, message: pb.AgentMessage, context: Context) -> None:
+        """Pause a host over its rate for a short wait; refuse it for a long one."""
+        while (over := self.hosts.check(host.id, message.ByteSize())) is not None:
+            limit, wait = over
+            self.metrics.limited.labels(limit).inc()
+            if wait > self.limits.pause_up_to:
+                details = f"host {host.id} is over its {limit.replace('_', ' ')} rate"
+                error = RateLimitedError(f"{details}; retry in {wait:.1f} s", wait)
+                await self._refuse(context, "Connect", error)
+            await asyncio.sleep(wait)
 
     async def _hello(self, host: Host, hello: pb.Hello) -> list[pb.CollectorMessage]:
         await self._call(self.service.store.mark_seen, host.id, datetime.now(UTC))
@@ -145,7 +356,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return replies
 
     async def _batch(
-        self, host: Host, message: pb.Batch, context: grpc.aio.ServicerContext[object, object]
+        self, host: Host, message: pb.Batch, context: Context
     ) -> list[pb.CollectorMessage]:
         try:
             batch = batch_from_proto(message, datetime.now(UTC))
@@ -154,6 +365,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await self._abort(context, "Connect", grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
             outcome, seconds = await self._call(_timed, self.service.ingest, host, batch)
+        except StaleSpoolError as error:  # a replaced spool's late batch: refused, never acked
+            log.warning("host %s: %s", host.id, error)
+            await self._abort(context, "Connect", grpc.StatusCode.FAILED_PRECONDITION, str(error))
         except Exception as error:  # storage failure (disk full...): nothing is acked
             log.exception("could not store batch %s of host %s", batch.seq, host.id)
             await self._abort(

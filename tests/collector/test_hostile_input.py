@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.policy.loader import PolicyError, load_pack
+from collector.tls import CertificateError, check_csr
 from collector.transport.convert import InvalidMessage, batch_from_proto
 from protos.posture.v1 import agent_pb2 as pb
 
@@ -136,6 +137,74 @@ async def test_a_batch_is_stored_for_the_credential_holder_whatever_it_claims(
     assert await _acks(serving, credential_a, [batch]) == [1]
     assert serving.service.store.stored_seqs(host_b) == []
     assert serving.service.store.host_rows(host_a, "system_info")[0]["uuid"] == "HOST-B"
+
+
+@pytest.mark.parametrize(
+    "credential",
+    ["", "not-a-credential", "x" * 4000, "Bearer", "' OR 1=1 --"],
+    ids=["empty", "wrong", "long", "bearer-word", "sql"],
+)
+async def test_wrong_credentials_are_unauthenticated_and_store_nothing(
+    serving: Any, credential: str
+) -> None:
+    host_id, good = await _enroll(serving)
+    call = serving.stub.Connect(metadata=_metadata(credential))
+    await call.write(_batch(1, {"users": [{"username": "intruder"}]}))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call.read()
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert caught.value.details() == "unknown agent credential"
+    assert serving.service.store.stored_seqs(host_id) == []
+    await _still_serving(serving, good, 1)
+
+
+async def test_a_revoked_credential_is_refused_mid_stream_and_on_reconnect(serving: Any) -> None:
+    host_id, credential = await _enroll(serving)
+    _, other = await _enroll(serving, "HOST-B")
+    call = serving.stub.Connect(metadata=_metadata(credential))
+    await call.write(_batch(1, {"users": []}))
+    assert (await call.read()).ack.seq == 1
+    serving.service.revoke_credential(serving.service.find_host(str(host_id)))
+    await call.write(_batch(2, {"users": []}))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call.read()
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert caught.value.details() == f"agent credential of host {host_id} is revoked"
+    error = await _raw_connect(serving, credential, _batch(3, {}).SerializeToString())
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert serving.service.store.stored_seqs(host_id) == [1]
+    await _still_serving(serving, other, 1)
+
+
+async def test_a_replay_of_another_hosts_batch_is_stored_as_the_senders_only(
+    serving: Any,
+) -> None:
+    host_a, credential_a = await _enroll(serving, "HOST-A")
+    host_b, credential_b = await _enroll(serving, "HOST-B")
+    captured = _batch(7, {"users": [{"uid": "0", "username": "b-admin"}]}).SerializeToString()
+    assert await _acks(serving, credential_b, [pb.AgentMessage.FromString(captured)]) == [7]
+    b_before = serving.service.store.host_rows(host_b, "users")
+
+    replay = serving.channel.stream_stream(CONNECT)(metadata=_metadata(credential_a))
+    await replay.write(captured)  # the same bytes, under A's credential
+    assert pb.CollectorMessage.FromString(await replay.read()).ack.seq == 7
+    replay.cancel()
+    store = serving.service.store
+    assert store.stored_seqs(host_a) == [7]
+    assert store.host_rows(host_a, "users") == [{"uid": "0", "username": "b-admin"}]
+    assert store.stored_seqs(host_b) == [7] and store.host_rows(host_b, "users") == b_before
+    # B replaying its own batch changes nothing: (host, seq) is stored once.
+    assert await _acks(serving, credential_b, [pb.AgentMessage.FromString(captured)]) == [7]
+    assert store.stored_seqs(host_b) == [7]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=600) | st.text(max_size=600).map(str.encode))
+def test_any_csr_bytes_are_accepted_or_refused_clearly(data: bytes) -> None:
+    try:
+        check_csr(b"-----BEGIN CERTIFICATE REQUEST-----\n" + data)
+    except CertificateError as error:
+        assert str(error)
 
 
 _TEXT = st.text(max_size=40)

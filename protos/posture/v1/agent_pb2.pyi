@@ -23,14 +23,16 @@ class HostIdentity(_message.Message):
     def __init__(self, hardware_uuid: _Optional[str] = ..., hardware_serial: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., os_version: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("enroll_secret", "identity", "csr_pem")
+    __slots__ = ("enroll_secret", "identity", "csr_pem", "request_token")
     ENROLL_SECRET_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TOKEN_FIELD_NUMBER: _ClassVar[int]
     enroll_secret: str
     identity: HostIdentity
     csr_pem: bytes
-    def __init__(self, enroll_secret: _Optional[str] = ..., identity: _Optional[_Union[HostIdentity, _Mapping]] = ..., csr_pem: _Optional[bytes] = ...) -> None: ...
+    request_token: str
+    def __init__(self, enroll_secret: _Optional[str] = ..., identity: _Optional[_Union[HostIdentity, _Mapping]] = ..., csr_pem: _Optional[bytes] = ..., request_token: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("host_id", "agent_credential", "plan", "client_certificate_pem", "ca_certificate_pem")

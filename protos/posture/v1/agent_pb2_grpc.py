@@ -28,7 +28,12 @@ if _version_not_supported:
 class AgentServiceStub:
     """The collector's service for agents. Every call but Enroll carries the agent credential in
     the `authorization` metadata as `Bearer <credential>`; the host identity is taken from that
-    credential, never from a message body.
+    credential, never from a message body. A collector serving with mTLS instead requires the
+    agent's client certificate on every call but Enroll (which it serves on a separate
+    enrollment listener) and knows the host by that certificate's fingerprint, read from the
+    TLS handshake. An open stream whose credential or certificate is revoked is ended with
+    UNAUTHENTICATED at its next message, and every connection is closed after the collector's
+    maximum connection age, so a revocation reaches every agent within that age.
     """
 
     def __init__(self, channel):
@@ -57,13 +62,23 @@ class AgentServiceStub:
 class AgentServiceServicer:
     """The collector's service for agents. Every call but Enroll carries the agent credential in
     the `authorization` metadata as `Bearer <credential>`; the host identity is taken from that
-    credential, never from a message body.
+    credential, never from a message body. A collector serving with mTLS instead requires the
+    agent's client certificate on every call but Enroll (which it serves on a separate
+    enrollment listener) and knows the host by that certificate's fingerprint, read from the
+    TLS handshake. An open stream whose credential or certificate is revoked is ended with
+    UNAUTHENTICATED at its next message, and every connection is closed after the collector's
+    maximum connection age, so a revocation reaches every agent within that age.
     """
 
     def Enroll(self, request, context):
         """Trade an enroll secret and this machine's identity for a host id, an agent credential and
-        the first collection plan. Wrong or revoked secret: UNAUTHENTICATED. An identity that is
-        already enrolled: ALREADY_EXISTS (re-enrolling over it needs an admin).
+        the first collection plan (with mTLS, also a client certificate for the CSR's key).
+        Wrong secret: UNAUTHENTICATED. Expired, used-up or revoked secret: PERMISSION_DENIED.
+        An identity that is already enrolled: FAILED_PRECONDITION, with a re-enrollment request
+        waiting for an administrator; retry later with the same request_token, and once it is
+        approved the answer is the host's (same host id and history, a new credential). A
+        denied request: PERMISSION_DENIED. Too many enrollments a second: RESOURCE_EXHAUSTED
+        (trailing metadata `retry-after-ms`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,7 +131,12 @@ def add_AgentServiceServicer_to_server(servicer, server):
 class AgentService:
     """The collector's service for agents. Every call but Enroll carries the agent credential in
     the `authorization` metadata as `Bearer <credential>`; the host identity is taken from that
-    credential, never from a message body.
+    credential, never from a message body. A collector serving with mTLS instead requires the
+    agent's client certificate on every call but Enroll (which it serves on a separate
+    enrollment listener) and knows the host by that certificate's fingerprint, read from the
+    TLS handshake. An open stream whose credential or certificate is revoked is ended with
+    UNAUTHENTICATED at its next message, and every connection is closed after the collector's
+    maximum connection age, so a revocation reaches every agent within that age.
     """
 
     @staticmethod
