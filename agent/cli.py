@@ -15,10 +15,13 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+import grpc
+
 from agent.collect import collect
-from agent.daemon import AGENT_VERSION, Agent
+from agent.daemon import AGENT_VERSION, Agent, DeliveryLog
+from agent.enroll import EnrollOptions, enroll_machine
 from agent.guard import GuardLimits, ResourceGuard, RestartRequested
-from agent.identity import host_identity
+from agent.identity import ClientTls, host_identity
 from agent.plan import CollectionPlan, PlanError, load_plan, plan_from_packs
 from agent.service import ServiceError, agent_service, render_definition
 from agent.service.install import install_unit
@@ -26,8 +29,8 @@ from agent.service.model import PLATFORMS
 from agent.service.systemd import UNIT_DIR, local_systemd_version
 from agent.sources import default_sources, platform
 from agent.sources.base import FactSource, TableRequest
-from agent.spool import Enrollment, Spool
-from agent.transport import TransportError, enroll, open_channel
+from agent.spool import DEFAULT_MAX_AGE_HOURS, DEFAULT_MAX_MB, Enrollment, Spool, SpoolLimits
+from agent.transport import TransportError
 
 __all__ = ["main"]
 
@@ -73,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     enroll_cmd.add_argument(
         "--secret", default=os.environ.get("POSTURE_ENROLL_SECRET"), help="enroll secret"
     )
+    enroll_cmd.add_argument(
+        "--enroll-address",
+        help="HOST:PORT of an mTLS collector's enrollment listener (default: --collector)",
+    )
+    enroll_cmd.add_argument(
+        "--wait", action="store_true",
+        help="if this machine is enrolled already, retry until an administrator decides",
+    )  # fmt: skip
+    enroll_cmd.add_argument("--retry-seconds", type=float, default=60.0, help="with --wait")
     commands.choices["once"].add_argument("--timeout", type=float, default=120.0)
     run = commands.choices["run"]
     limits = GuardLimits()
@@ -84,8 +96,42 @@ def _parser() -> argparse.ArgumentParser:
         "--max-cpu-percent", type=float, default=limits.max_cpu_percent,
         help="restart cleanly above this share of one core, averaged (default %(default)s)",
     )  # fmt: skip
+    _add_spool_flags(commands.choices["once"], run)
     _add_install_service(commands)
     return parser
+
+
+def _add_spool_flags(*commands: argparse.ArgumentParser) -> None:
+    """Spool bounds and the delivery log (``once`` and ``run``); ``--collect-interval``
+    (``run``)."""
+    for command in commands:
+        command.add_argument(
+            "--spool-max-mb", type=float, default=DEFAULT_MAX_MB,
+            help="fold the oldest batches into newer ones above this many MB (default"
+            " %(default)s: over 72 hours at the default cadence)",
+        )  # fmt: skip
+        command.add_argument(
+            "--spool-max-age-hours", type=float, default=DEFAULT_MAX_AGE_HOURS,
+            help="fold batches older than this into newer ones (default %(default)s)",
+        )  # fmt: skip
+        command.add_argument(
+            "--delivery-log", type=Path,
+            help="append 'S <spool_id> <seq> <unix_ns>' per batch sent, 'A ...' per ack",
+        )  # fmt: skip
+    run = commands[-1]
+    run.add_argument(
+        "--collect-interval", type=float,
+        help="seconds between collections instead of the plan's (time-compressed tests)",
+    )  # fmt: skip
+
+
+def _spool_limits(args: argparse.Namespace) -> SpoolLimits:
+    """The bounds from ``--spool-max-*`` (defaults for commands without those flags)."""
+    megabytes = getattr(args, "spool_max_mb", DEFAULT_MAX_MB)
+    hours = getattr(args, "spool_max_age_hours", DEFAULT_MAX_AGE_HOURS)
+    if megabytes <= 0 or hours <= 0:
+        raise UsageError("--spool-max-mb and --spool-max-age-hours must be positive")
+    return SpoolLimits(int(megabytes * 1024 * 1024), hours * 3600)
 
 
 def _add_install_service(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,29 +180,56 @@ async def _enroll(args: argparse.Namespace, sources: list[FactSource]) -> int:
         print(f"already enrolled as host {existing.host_id} with {existing.collector}")
         return 0
     identity = await asyncio.to_thread(host_identity, sources, AGENT_VERSION)
-    ca_cert = args.ca_cert.resolve()
-    async with open_channel(args.collector, ca_cert) as channel:
-        host_id, credential, plan = await enroll(channel, args.secret, identity)
-    enrollment = Enrollment(args.collector, str(ca_cert), host_id, credential)
+    options = EnrollOptions(
+        args.collector, args.enroll_address or args.collector, args.ca_cert.resolve(),
+        args.secret, args.state_dir, args.wait, max(1.0, args.retry_seconds),
+    )  # fmt: skip
+    try:
+        enrollment, plan = await enroll_machine(options, identity)
+    except TransportError as error:
+        if not error.pending:
+            raise
+        print(f"posture-agent: {error.details}", file=sys.stderr)
+        return 1
     spool.save_enrollment(enrollment, json.dumps(plan.to_dict()))
-    print(f"enrolled as host {host_id} with {args.collector}; state in {args.state_dir}")
+    has_certificate = ClientTls(Path(enrollment.ca_cert).parent).exists()
+    mtls = " with a client certificate (mTLS)" if has_certificate else ""
+    print(
+        f"enrolled as host {enrollment.host_id} with {args.collector}{mtls};"
+        f" state in {args.state_dir}"
+    )
     return 0
 
 
 def _agent(args: argparse.Namespace, sources: list[FactSource]) -> tuple[Agent, Enrollment]:
-    spool = Spool(args.state_dir / "agent.db")
+    spool = Spool(args.state_dir / "agent.db", _spool_limits(args))
     enrollment = spool.enrollment()
     if enrollment is None:
         raise UsageError(f"not enrolled (no credential in {args.state_dir}): run enroll first")
     plan = CollectionPlan.from_dict(json.loads(spool.get("plan") or "{}"))
-    return Agent(spool, sources, plan), enrollment
+    agent = Agent(spool, sources, plan)
+    if getattr(args, "delivery_log", None):
+        agent.delivery_log = DeliveryLog(args.delivery_log)
+    return agent, enrollment
+
+
+async def _deliver(agent: Agent, enrollment: Enrollment) -> None:
+    """One session, and one more if gRPC's core fails it with INTERNAL: that status can
+    stand in for the collector's own answer when the collector ends a stream while our
+    write is in flight, and a second stream then hears the real one (revoked, say)."""
+    try:
+        await agent.session(enrollment, drain=True)
+    except TransportError as error:
+        if error.code is not grpc.StatusCode.INTERNAL:
+            raise
+        await agent.session(enrollment, drain=True)
 
 
 async def _once(args: argparse.Namespace, sources: list[FactSource]) -> int:
     agent, enrollment = _agent(args, sources)
     seq = await agent.collect_once()
     try:
-        await asyncio.wait_for(agent.session(enrollment, drain=True), timeout=args.timeout)
+        await asyncio.wait_for(_deliver(agent, enrollment), timeout=args.timeout)
     except (TransportError, TimeoutError) as error:
         pending = agent.spool.pending_count()
         print(
@@ -167,6 +240,13 @@ async def _once(args: argparse.Namespace, sources: list[FactSource]) -> int:
         if isinstance(error, TransportError) and not error.retryable:
             return 2
         return 1
+    if seq == 0:
+        print(
+            "this collection could not be spooled (disk full); earlier batches were delivered"
+            " and the next collection reports the gap",
+            file=sys.stderr,
+        )
+        return 1
     print(f"batch {seq} delivered to {enrollment.collector} (host {enrollment.host_id})")
     return 0
 
@@ -174,6 +254,10 @@ async def _once(args: argparse.Namespace, sources: list[FactSource]) -> int:
 async def _run(args: argparse.Namespace, sources: list[FactSource]) -> int:
     agent, enrollment = _agent(args, sources)
     agent.guard = ResourceGuard(GuardLimits(args.max_rss_mb, args.max_cpu_percent))
+    if args.collect_interval is not None:
+        if args.collect_interval <= 0:
+            raise UsageError("--collect-interval must be positive")
+        agent.collect_interval = args.collect_interval
     log.info("agent %s running for host %s", AGENT_VERSION, enrollment.host_id)
     try:
         await agent.run(enrollment)

@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
+import sqlite3
 import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -30,7 +32,7 @@ from agent.collect import collect
 from agent.guard import ProbeBackoff, ResourceGuard, RestartRequested
 from agent.plan import CollectionPlan
 from agent.sources.base import FactSource
-from agent.spool import Enrollment, Spool
+from agent.spool import Enrollment, Spool, SpoolFullError
 from agent.transport import (
     Ack,
     AgentStream,
@@ -41,7 +43,7 @@ from agent.transport import (
     open_channel,
 )
 
-__all__ = ["AGENT_VERSION", "Agent"]
+__all__ = ["AGENT_VERSION", "Agent", "DeliveryLog"]
 
 log = logging.getLogger("posture.agent")
 
@@ -57,6 +59,30 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 300.0
 RECENT_SECONDS = 10.0
 
 
+class DeliveryLog:
+    """An append-only record of every batch written to the stream (``S <spool_id> <seq>
+    <unix_ns>``) and every ack received (``A ...``), one line each, so an outside observer
+    (the fault harness, ``benchmarks/faults.py``) can check that every acknowledged batch is
+    stored, and measure ack latency. Each line is one ``write`` to an ``O_APPEND`` file: a
+    kill -9 loses at most the line being written, never one the kernel already has."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._failed = False
+
+    def record(self, kind: str, spool_id: str, seq: int) -> None:
+        try:
+            os.write(self._fd, f"{kind} {spool_id} {seq} {time.time_ns()}\n".encode())
+        except OSError as error:  # a full disk must not stop delivery
+            if not self._failed:
+                log.warning("delivery log %s: %s", self.path, error)
+            self._failed = True
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class Agent:
     def __init__(
         self,
@@ -64,11 +90,17 @@ class Agent:
         sources: Sequence[FactSource],
         plan: CollectionPlan,
         guard: ResourceGuard | None = None,
+        *,
+        collect_interval: float | None = None,
+        delivery_log: DeliveryLog | None = None,
     ) -> None:
         self.spool = spool
         self.sources = sources
         self.plan = plan
         self.guard = guard
+        #: Seconds between collections instead of the plan's (time-compressed test runs).
+        self.collect_interval = collect_interval
+        self.delivery_log = delivery_log
         self.backoff = ProbeBackoff()
         self._spooled = asyncio.Event()
         self._collect_now = asyncio.Event()
@@ -78,7 +110,8 @@ class Agent:
     # Collection -----------------------------------------------------------------------
 
     async def collect_once(self) -> int:
-        """Collect the plan's tables and spool the changes; returns the new batch's seq."""
+        """Collect the plan's tables and spool the changes; returns the new batch's seq, or 0
+        when the disk had no room for it (the next batch reports the gap)."""
         started = time.monotonic()
         self._collecting = True
         try:
@@ -86,6 +119,9 @@ class Agent:
             seq, changed = await asyncio.to_thread(
                 self.spool.spool, collection, int(time.time() * 1000), self.plan.version
             )
+        except SpoolFullError as error:
+            log.error("collection not spooled: %s", error)
+            return 0
         finally:
             self._collecting = False
         self._last_collection = time.monotonic()
@@ -102,7 +138,8 @@ class Agent:
     async def _collect_forever(self) -> None:
         while True:
             await self.collect_once()
-            delay = self.plan.interval_seconds * random.uniform(0.9, 1.1)
+            interval = self.collect_interval or self.plan.interval_seconds
+            delay = interval * random.uniform(0.9, 1.1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._collect_now.wait(), timeout=delay)
             self._collect_now.clear()
@@ -111,7 +148,12 @@ class Agent:
 
     def _handle(self, event: Ack | PlanUpdate | CollectRequest | ResendRequest) -> None:
         if isinstance(event, Ack):
-            self.spool.acknowledge(event.seq)
+            if self.delivery_log:
+                self.delivery_log.record("A", self.spool.spool_id, event.seq)
+            try:
+                self.spool.acknowledge(event.seq)
+            except sqlite3.OperationalError as error:  # full disk: it is resent, stored once
+                log.warning("could not drop acknowledged batch %d: %s", event.seq, error)
         elif isinstance(event, PlanUpdate):
             log.info("collector sent plan %s", event.plan.version)
             self.plan = event.plan
@@ -135,6 +177,8 @@ class Agent:
             for position, batch in enumerate(batches):
                 await window.acquire()
                 await stream.send(batch, behind + len(batches) - 1 - position)
+                if self.delivery_log:
+                    self.delivery_log.record("S", batch.spool_id, batch.seq)
                 sent = batch.seq
             if not batches:
                 await self._spooled.wait()
@@ -216,7 +260,8 @@ class Agent:
                     log.log(level, "collector %s: %s", enrollment.collector, error)
                     if not error.retryable:
                         backoff = BACKOFF_MAX
-                    delay = random.uniform(0, backoff)
+                    # Jittered backoff, but never sooner than a rate limit asked for.
+                    delay = max(random.uniform(0, backoff), error.retry_after or 0.0)
                     pending = self.spool.pending_count()
                     log.info("reconnecting in %.1fs (%d batches spooled)", delay, pending)
                     await asyncio.sleep(delay)

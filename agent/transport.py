@@ -2,16 +2,26 @@
 
 Converts between the wire messages and the agent's own records, so the daemon deals in
 acks, plans and requests, never in protobuf.
+
+**mTLS.** A channel presents a client certificate when the CA file it is given sits in a
+directory that also holds the agent's ``client.pem`` (``agent.identity.ClientTls``; the
+enroll command puts both in ``STATE_DIR/tls``). Every stream then renews that certificate
+when two thirds of its lifetime have passed, over the same connection and before its
+hello, so a daemon renews without any code of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 
+from agent.identity import ClientTls, new_key, renewal_due, signing_request
 from agent.plan import CollectionPlan
 from agent.sources.base import TableRequest
 from agent.spool import SpooledBatch
@@ -22,13 +32,18 @@ __all__ = [
     "Ack",
     "AgentStream",
     "CollectRequest",
+    "Enrolled",
     "PlanUpdate",
     "ResendRequest",
     "TransportError",
     "batch_to_proto",
     "enroll",
+    "enroll_agent",
     "open_channel",
+    "renew_certificate",
 ]
+
+log = logging.getLogger("posture.agent")
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _CHANNEL_OPTIONS = [
@@ -40,12 +55,24 @@ _CHANNEL_OPTIONS = [
 
 
 class TransportError(Exception):
-    """A call failed; ``code`` is the gRPC status so callers can tell retryable from fatal."""
+    """A call failed; ``code`` is the gRPC status so callers can tell retryable from fatal.
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    ``retry_after`` is the collector's hint (seconds) when it refused for a rate limit:
+    waiting less only gets the agent refused again.
+    """
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+        self.retry_after = retry_after
+
+    @property
+    def pending(self) -> bool:
+        """A re-enrollment request waits for an administrator: try again later."""
+        return self.code == grpc.StatusCode.FAILED_PRECONDITION
 
     @property
     def retryable(self) -> bool:
@@ -81,22 +108,44 @@ class ResendRequest:
 CollectorEvent = Ack | PlanUpdate | CollectRequest | ResendRequest
 
 
+#: Channels that present a client certificate, and where it is kept (for renewal).
+_CLIENT_TLS: weakref.WeakKeyDictionary[grpc.aio.Channel, ClientTls] = weakref.WeakKeyDictionary()
+
+
 def open_channel(
     collector: str, ca_cert: Path | bytes, *, own_connection: bool = False
 ) -> grpc.aio.Channel:
-    """A TLS channel to the collector. gRPC shares one connection among a process's channels
-    to the same address; ``own_connection`` gives this channel its own, as each agent has
-    on its own laptop (the load generator simulates thousands of agents in one process)."""
+    """A TLS channel to the collector, with the agent's client certificate if it has one
+    beside ``ca_cert`` (see the module docstring). gRPC shares one connection among a
+    process's channels to the same address; ``own_connection`` gives this channel its own,
+    as each agent has on its own laptop (the load generator simulates thousands of agents
+    in one process)."""
     root = ca_cert if isinstance(ca_cert, bytes) else ca_cert.read_bytes()
-    credentials = grpc.ssl_channel_credentials(root_certificates=root)
+    tls = None if isinstance(ca_cert, bytes) else ClientTls(ca_cert.parent)
+    if tls is not None and tls.exists():
+        certificate, key = tls.load()
+        credentials = grpc.ssl_channel_credentials(root, key, certificate)
+    else:
+        tls, credentials = None, grpc.ssl_channel_credentials(root_certificates=root)
     options: list[tuple[str, int]] = list(_CHANNEL_OPTIONS)
     if own_connection:
         options.append(("grpc.use_local_subchannel_pool", 1))
-    return grpc.aio.secure_channel(collector, credentials, options=options)
+    channel = grpc.aio.secure_channel(collector, credentials, options=options)
+    if tls is not None:
+        _CLIENT_TLS[channel] = tls
+    return channel
+
+
+def _retry_after(metadata: object) -> float | None:
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == "retry-after-ms" and str(value).isdigit():
+            return int(str(value)) / 1000
+    return None
 
 
 def _error(error: grpc.aio.AioRpcError) -> TransportError:
-    return TransportError(error.code(), error.details() or "")
+    retry = _retry_after(error.trailing_metadata())
+    return TransportError(error.code(), error.details() or "", retry)
 
 
 def plan_from_proto(plan: pb.CollectionPlan) -> CollectionPlan:
@@ -106,21 +155,89 @@ def plan_from_proto(plan: pb.CollectionPlan) -> CollectionPlan:
     return CollectionPlan(plan.version, plan.interval_seconds, tables)
 
 
-async def enroll(
-    channel: grpc.aio.Channel, secret: str, identity: dict[str, str], timeout: float = 30.0
-) -> tuple[str, str, CollectionPlan]:
-    """Enroll this machine; returns (host id, credential, first plan)."""
+@dataclass(frozen=True)
+class Enrolled:
+    host_id: str
+    credential: str
+    plan: CollectionPlan
+    #: With mTLS: the client certificate for the CSR's key, and the CA that signed it.
+    certificate_pem: bytes = b""
+    ca_pem: bytes = b""
+
+
+async def enroll_agent(
+    channel: grpc.aio.Channel,
+    secret: str,
+    identity: dict[str, str],
+    *,
+    csr_pem: bytes = b"",
+    token: str = "",
+    timeout: float = 30.0,
+) -> Enrolled:
+    """Enroll this machine. A collector that knows this identity already answers
+    FAILED_PRECONDITION until an administrator approves the request bound to ``token``."""
     stub = agent_pb2_grpc.AgentServiceStub(channel)
-    request = pb.EnrollRequest(enroll_secret=secret, identity=pb.HostIdentity(**identity))
+    request = pb.EnrollRequest(
+        enroll_secret=secret,
+        identity=pb.HostIdentity(**identity),
+        csr_pem=csr_pem,
+        request_token=token,
+    )
     try:
         response = await stub.Enroll(request, timeout=timeout)
     except grpc.aio.AioRpcError as error:
         raise _error(error) from error
-    return response.host_id, response.agent_credential, plan_from_proto(response.plan)
+    return Enrolled(
+        response.host_id,
+        response.agent_credential,
+        plan_from_proto(response.plan),
+        response.client_certificate_pem,
+        response.ca_certificate_pem,
+    )
+
+
+async def enroll(
+    channel: grpc.aio.Channel, secret: str, identity: dict[str, str], timeout: float = 30.0
+) -> tuple[str, str, CollectionPlan]:
+    """Enroll this machine without mTLS; returns (host id, credential, first plan)."""
+    enrolled = await enroll_agent(channel, secret, identity, timeout=timeout)
+    return enrolled.host_id, enrolled.credential, enrolled.plan
+
+
+async def renew_certificate(
+    channel: grpc.aio.Channel, tls: ClientTls, timeout: float = 30.0
+) -> None:
+    """Trade the current certificate (presented by ``channel``) for one on a new key; the
+    new pair replaces the old on disk only once the collector has signed it."""
+    key = new_key()
+    stub = agent_pb2_grpc.AgentServiceStub(channel)
+    try:
+        response = await stub.RenewCertificate(
+            pb.RenewRequest(csr_pem=signing_request(key, "renewal")), timeout=timeout
+        )
+    except grpc.aio.AioRpcError as error:
+        raise _error(error) from error
+    await asyncio.to_thread(tls.save, response.client_certificate_pem, key)
+
+
+async def _renew_if_due(channel: grpc.aio.Channel) -> None:
+    """Renew this channel's client certificate past two thirds of its life; a failure is
+    logged and retried on the next stream (the certificate is still valid until then)."""
+    tls = _CLIENT_TLS.get(channel)
+    if tls is None:
+        return
+    try:
+        certificate, _ = await asyncio.to_thread(tls.load)
+        if renewal_due(certificate, datetime.now(UTC)):
+            await renew_certificate(channel, tls)
+            log.info("renewed the client certificate in %s", tls.bundle_path)
+    except (TransportError, OSError, ValueError) as error:
+        log.warning("could not renew the client certificate: %s", error)
 
 
 def batch_to_proto(batch: SpooledBatch, spooled_batches: int = 0) -> pb.Batch:
-    """The wire form of a spooled batch (public so benchmarks measure the real bytes)."""
+    """The wire form of a spooled batch (public so benchmarks measure the real bytes), with
+    the spool's id and the gaps a full spool left before it."""
     return pb.Batch(
         seq=batch.seq,
         collected_at_ms=batch.collected_at_ms,
@@ -132,6 +249,17 @@ def batch_to_proto(batch: SpooledBatch, spooled_batches: int = 0) -> pb.Batch:
         plan_version=batch.plan_version,
         full=batch.full,
         spooled_batches=spooled_batches,
+        gaps=[
+            pb.Gap(
+                first_seq=gap.first_seq,
+                last_seq=gap.last_seq,
+                batches=gap.batches,
+                first_collected_at_ms=gap.first_collected_at_ms,
+                last_collected_at_ms=gap.last_collected_at_ms,
+            )
+            for gap in batch.gaps
+        ],
+        spool_id=batch.spool_id,
     )
 
 
@@ -158,6 +286,7 @@ class AgentStream:
     """
 
     def __init__(self, channel: grpc.aio.Channel, credential: str) -> None:
+        self._channel = channel
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         self._call = stub.Connect(
             metadata=(("authorization", f"Bearer {credential}"),),
@@ -165,6 +294,8 @@ class AgentStream:
         )
 
     async def hello(self, agent_version: str, plan_version: str, spooled_batches: int) -> None:
+        """Open the stream (renewing the client certificate first when it is due)."""
+        await _renew_if_due(self._channel)
         hello = pb.Hello(
             agent_version=agent_version,
             plan_version=plan_version,
@@ -204,7 +335,8 @@ class AgentStream:
 
     async def _final_error(self) -> TransportError:
         code = await self._call.code()
-        return TransportError(code, await self._call.details() or "stream closed")
+        details = await self._call.details() or "stream closed"
+        return TransportError(code, details, _retry_after(await self._call.trailing_metadata()))
 
     async def finish(self, timeout: float = 5.0) -> None:
         """End the stream cleanly: say we are done writing and let the collector close it,

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from collector import cli_admin, cli_audit, cli_reports
+from collector import cli_access, cli_admin, cli_audit, cli_identity, cli_reports
 from collector.cli_common import REPO_POLICIES, add_common, open_service
+from collector.delivery import host_delivery_json, host_delivery_lines
 from collector.governance import Governance
 from collector.notify import Notifier, WebhookConfig
 from collector.policy.loader import PolicyError, load_packs
@@ -62,16 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a host score falling by more points than this is drift (default 10)",
     )
     serve.add_argument("--retention-days", type=int, help="compact older history daily")
-
-    secrets = commands.add_parser("enroll-secret", help="manage enroll secrets")
-    secret_commands = secrets.add_subparsers(dest="action", required=True)
-    for action in ("create", "revoke"):
-        sub = secret_commands.add_parser(action)
-        add_common(sub)
-        sub.add_argument("name")
-        if action == "create":
-            sub.add_argument("--group", help="hosts enrolling with this secret join this group")
-    add_common(secret_commands.add_parser("list"))
+    cli_identity.add_serve_options(serve)
 
     hosts = commands.add_parser("hosts", help="list hosts with scores")
     add_common(hosts)
@@ -82,20 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     host.add_argument("host", help="host id, hostname or hardware uuid")
     host.add_argument("--format", choices=("table", "json"), default="table")
 
-    credential = commands.add_parser("credential", help="agent credentials")
-    credential_commands = credential.add_subparsers(dest="action", required=True)
-    revoke = credential_commands.add_parser("revoke", help="refuse this host's agent from now on")
-    add_common(revoke)
-    revoke.add_argument("host")
-
     policies = commands.add_parser("policies", help="policy packs")
     policy_commands = policies.add_subparsers(dest="action", required=True)
     check = policy_commands.add_parser("check", help="validate packs; exit 1 with the errors")
     check.add_argument("--policies", type=Path, default=REPO_POLICIES)
 
+    cli_identity.add_parsers(commands)
     cli_reports.add_parsers(commands)
     cli_admin.add_parsers(commands)
     cli_audit.add_parsers(commands)
+    cli_access.add_parsers(commands)
 
     quickstart = commands.add_parser("quickstart", help="collector + local agent, end to end")
     quickstart.add_argument("--dir", type=Path, default=Path(".posture"))
@@ -153,9 +141,12 @@ def _view_json(view: HostView) -> dict[str, object]:
 
 def _print_host(service: PostureService, view: HostView, fmt: str) -> int:
     if fmt == "json":
-        print(json.dumps(_view_json(view), indent=2, default=str))
+        document = _view_json(view) | host_delivery_json(service.store, view.host)
+        print(json.dumps(document, indent=2, default=str))
         return 0
     _print_hosts([view], "table")
+    for line in host_delivery_lines(service.store, view.host):
+        print(line)
     for result in view.results:
         check = service.checks[result.check_id]
         waived = " (waived)" if result.check_id in view.waived else ""
@@ -187,13 +178,13 @@ def _run(args: argparse.Namespace) -> int:
         keep = sys.stdin.isatty() if args.keep_serving is None else args.keep_serving
         return run_quickstart(args.dir, args.port, args.http_port, keep_serving=keep)
     handlers: dict[str, Callable[[argparse.Namespace, PostureService], int]] = {
-        "enroll-secret": _enroll_secret,
         "hosts": _hosts,
         "host": lambda a, s: _print_host(s, s.host_view(s.find_host(a.host)), a.format),
-        "credential": _revoke_credential,
+        **cli_identity.HANDLERS,
         **cli_reports.HANDLERS,
         **cli_admin.HANDLERS,
         **cli_audit.HANDLERS,
+        **cli_access.HANDLERS,
     }
     with open_service(args) as service:
         return handlers[command](args, service)
@@ -206,34 +197,6 @@ def _hosts(args: argparse.Namespace, service: PostureService) -> int:
     return _print_hosts([v for v in service.host_views() if v.host.id in members], args.format)
 
 
-def _enroll_secret(args: argparse.Namespace, service: PostureService) -> int:
-    if args.action == "create":
-        record, secret = service.create_enroll_secret(args.name, args.group)
-        print(secret)
-        group = f" (hosts enrolling with it join {record.group})" if record.group else ""
-        print(
-            f"enroll secret {record.name!r} created{group}; it is shown only once", file=sys.stderr
-        )
-    elif args.action == "revoke":
-        count = service.store.revoke_enroll_secret(args.name, service.clock())
-        if not count:
-            raise ServiceError(f"no live enroll secret named {args.name!r}")
-        print(f"revoked {count} enroll secret(s) named {args.name!r}")
-    else:
-        for s in service.store.list_enroll_secrets():
-            state = f"revoked {s.revoked_at.isoformat()}" if s.revoked_at else "live"
-            group = f"  group {s.group}" if s.group else ""
-            print(f"{s.id:>4}  {s.name:<24} {state:<36} uses {s.uses}{group}")
-    return 0
-
-
-def _revoke_credential(args: argparse.Namespace, service: PostureService) -> int:
-    host = service.find_host(args.host)
-    service.revoke_credential(host)
-    print(f"agent credential of host {host.id} ({host.identity.hostname}) revoked")
-    return 0
-
-
 def _serve(args: argparse.Namespace) -> int:
     from collector.transport.server import ServerConfig, run_server
 
@@ -241,7 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ServiceError("--tls-cert and --tls-key go together")
     if args.tls_cert:
         cert, key = args.tls_cert, args.tls_key
-    else:
+    else:  # the local CA also signs agents' client certificates under --mtls
         pki = ensure_local_pki(args.tls_dir)
         cert, key = pki.server_cert, pki.server_key
     config = ServerConfig(
@@ -251,6 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         metrics_listen=args.metrics_listen,
         http_listen=args.http_listen,
+        **cli_identity.serve_options(args),
     )
     webhook = _webhook_config(args)
     if args.retention_days is not None and args.retention_days < 1:
@@ -287,7 +251,7 @@ def _start_notifier(service: PostureService, config: WebhookConfig | None) -> No
     if config is None:
         return None
     service.store.notify_events = True
-    notifier = Notifier(service.store.path, config, service.checks, service.clock)
+    notifier = Notifier(service.store.location, config, service.checks, service.clock)
     service.after_ingest = notifier.wake
     notifier.start()
     return notifier
@@ -296,7 +260,7 @@ def _start_notifier(service: PostureService, config: WebhookConfig | None) -> No
 def _start_retention(service: PostureService, keep_days: int | None) -> RetentionThread | None:
     if keep_days is None:
         return None
-    retention = RetentionThread(service.store.path, keep_days, service.clock)
+    retention = RetentionThread(service.store.location, keep_days, service.clock)
     retention.start()
     return retention
 

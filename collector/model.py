@@ -14,11 +14,13 @@ from datetime import datetime
 from collector.policy.model import Status
 
 __all__ = [
+    "DeliveryGap",
     "EnrollSecret",
     "FactBatch",
     "Host",
     "HostIdentity",
     "IngestOutcome",
+    "SpoolEpoch",
     "StoredResult",
     "TableFacts",
     "TableState",
@@ -74,8 +76,36 @@ class TableFacts:
 
 
 @dataclass(frozen=True)
+class DeliveryGap:
+    """Batches an agent's full spool dropped before delivering them (their tables' newest
+    states still arrived, folded into a later batch). ``first_seq`` 0 counts collections
+    the agent could not spool at all (its disk was full)."""
+
+    first_seq: int
+    last_seq: int
+    batches: int
+    first_collected_at: datetime
+    last_collected_at: datetime
+
+
+@dataclass(frozen=True)
+class SpoolEpoch:
+    """One agent spool's run of seqs for a host. Stored seqs are ``base_seq`` + the agent's
+    seq, so a host's stored seqs keep increasing when a new spool starts again at 1."""
+
+    spool_id: str
+    base_seq: int
+    started_at: datetime
+    superseded_at: datetime | None
+
+
+@dataclass(frozen=True)
 class FactBatch:
-    """One collection's changes from one host; stored once per (host, seq)."""
+    """One collection's changes from one host; stored once per (host, spool_id, seq).
+
+    ``spool_id`` names the agent's spool: a new one (reinstalled agent, lost or corrupt
+    spool) restarts the seqs, and the collector starts a new delivery epoch for the host.
+    """
 
     seq: int
     collected_at: datetime
@@ -83,6 +113,8 @@ class FactBatch:
     digests: Mapping[str, str]
     plan_version: str = ""
     full: bool = False
+    gaps: Sequence[DeliveryGap] = ()
+    spool_id: str = ""
 
 
 @dataclass(frozen=True)

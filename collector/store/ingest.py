@@ -3,7 +3,9 @@
 One transaction per batch holds everything the batch causes: the replaced fact rows, the
 ``fact_history`` rows of each tracked view that changed (``collector.tracked``), the drift
 events against the host's baseline and their outbox rows. The batch is stored once per
-(host, seq), so none of this is ever recorded twice.
+(host, spool_id, seq), so none of this is ever recorded twice; the gap records the batch
+carries are stored with it. Seqs restart with a new agent spool: ``collector.store.delivery``
+maps each spool's seqs into the host's (its epochs) and refuses batches of a superseded one.
 
 A view's old and new states are both read from the stored rows (before and after the
 replacement), so they compare as SQLite typed them, whatever spelling the agent used. A
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from collector.drift import RowChange, diff_states, view_state
 from collector.model import FactBatch, IngestOutcome, TableFacts, TableState
 from collector.store.base import StoreBase, ts
+from collector.store.delivery import record_gaps, stored_seq
 from collector.store.drift import has_baseline, raise_config_drift, set_baseline
 from collector.store.facts import host_rows, replace_host_rows
 from collector.tracked import Row, TrackedView, views_for_tables
@@ -34,13 +38,16 @@ class FactsMixin(StoreBase):
     notify_events: bool
 
     def apply_batch(self, host_id: int, batch: FactBatch, now: datetime) -> IngestOutcome:
-        """Store a batch once: a (host, seq) already stored changes nothing and is reported.
+        """Store a batch once: a (host, spool_id, seq) already stored changes nothing and is
+        reported. The outcome's seq is the agent's, for the ack.
 
         A seq at or below the host's batch floor is a duplicate too: it was stored and
-        acknowledged before compaction removed its record.
+        acknowledged before compaction removed its record. A batch from a spool the host has
+        replaced raises ``StaleSpoolError`` (nothing is written).
         """
         with self._transaction() as conn:
-            if self._already_stored(conn, host_id, batch.seq):
+            seq = stored_seq(conn, host_id, batch, now)
+            if self._already_stored(conn, host_id, seq):
                 return IngestOutcome(seq=batch.seq, duplicate=True)
             now = self._stamp(conn, now)
             known = [table for table in batch.changed if table.name in TABLES]
@@ -48,20 +55,30 @@ class FactsMixin(StoreBase):
             stored = {table.name for table in known if not table.error}
             views = views_for_tables(stored)
             before = _source_rows(conn, host_id, views, held_before)
+            stamped = replace(batch, seq=seq)
             for table in known:
-                self._replace_table(conn, host_id, batch, table)
+                self._replace_table(conn, host_id, stamped, table)
             after = {**before, **_source_rows(conn, host_id, views, stored)}
             for view in views:
-                self._track_view(conn, host_id, batch, view, (before, held_before), after, now)
+                self._track_view(conn, host_id, stamped, view, (before, held_before), after, now)
+            record_gaps(conn, host_id, batch, seq - batch.seq, now)
             conn.execute(
-                "INSERT INTO batches (host_id, seq, collected_at, received_at, tables_changed)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (host_id, batch.seq, ts(batch.collected_at), ts(now), len(known)),
+                "INSERT INTO batches (host_id, seq, collected_at, received_at, tables_changed,"
+                " spool_id, agent_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    host_id,
+                    seq,
+                    ts(batch.collected_at),
+                    ts(now),
+                    len(known),
+                    batch.spool_id,
+                    batch.seq,
+                ),
             )
             conn.execute(
                 "UPDATE hosts SET last_collected_at = MAX(COALESCE(last_collected_at, ''), ?),"
                 " last_seen_at = ?, last_seq = MAX(last_seq, ?) WHERE id = ?",
-                (ts(batch.collected_at), ts(now), batch.seq, host_id),
+                (ts(batch.collected_at), ts(now), seq, host_id),
             )
             mismatched = self._mismatched_digests(conn, host_id, batch)
         return IngestOutcome(

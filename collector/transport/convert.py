@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from collector.model import FactBatch, HostIdentity, TableFacts
+from collector.model import DeliveryGap, FactBatch, HostIdentity, TableFacts
 from collector.policy.plan import CollectionPlan
 from protos.posture.v1 import agent_pb2 as pb
 
@@ -18,6 +18,9 @@ __all__ = ["InvalidMessage", "batch_from_proto", "identity_from_proto", "plan_to
 _EARLIEST_MS = 1_500_000_000_000  # 2017-07-14
 _MAX_FUTURE_MS = 24 * 3600 * 1000
 _MAX_TEXT = 256
+#: A spool id is the agent's random hex token; gap lists are merged runs, so short.
+_MAX_SPOOL_ID = 64
+_MAX_GAPS = 1024
 
 
 class InvalidMessage(ValueError):
@@ -60,6 +63,10 @@ def batch_from_proto(batch: pb.Batch, now: datetime) -> FactBatch:
     names = [table.name for table in batch.changed]
     if len(set(names)) != len(names):
         raise InvalidMessage(f"batch {batch.seq} names a table twice")
+    if len(batch.spool_id) > _MAX_SPOOL_ID or not batch.spool_id.isprintable():
+        raise InvalidMessage(f"batch {batch.seq}: spool_id must be {_MAX_SPOOL_ID} printable chars")
+    if len(batch.gaps) > _MAX_GAPS:
+        raise InvalidMessage(f"batch {batch.seq} reports more than {_MAX_GAPS} gaps")
     return FactBatch(
         seq=batch.seq,
         collected_at=datetime.fromtimestamp(batch.collected_at_ms / 1000, UTC),
@@ -70,4 +77,29 @@ def batch_from_proto(batch: pb.Batch, now: datetime) -> FactBatch:
         digests=dict(batch.digests),
         plan_version=batch.plan_version,
         full=batch.full,
+        gaps=[_gap(batch.seq, gap, now_ms) for gap in batch.gaps],
+        spool_id=batch.spool_id,
+    )
+
+
+def _gap(seq: int, gap: pb.Gap, now_ms: int) -> DeliveryGap:
+    """A gap must lie before its batch and count no more batches than its seq range holds
+    (seq 0: collections never spooled, any count)."""
+    if gap.first_seq == 0:
+        plausible = gap.last_seq == 0 and gap.batches >= 1
+    else:
+        span = gap.last_seq - gap.first_seq + 1
+        plausible = gap.first_seq <= gap.last_seq < seq and 1 <= gap.batches <= span
+    times = (gap.first_collected_at_ms, gap.last_collected_at_ms)
+    if not plausible or not _EARLIEST_MS <= times[0] <= times[1] <= now_ms + _MAX_FUTURE_MS:
+        raise InvalidMessage(
+            f"batch {seq}: gap {gap.first_seq}-{gap.last_seq} ({gap.batches} batches) is not"
+            " plausible"
+        )
+    return DeliveryGap(
+        gap.first_seq,
+        gap.last_seq,
+        gap.batches,
+        datetime.fromtimestamp(times[0] / 1000, UTC),
+        datetime.fromtimestamp(times[1] / 1000, UTC),
     )

@@ -1,0 +1,124 @@
+"""What the fault harness checks once the kills stop, read from the files themselves.
+
+- **acknowledged**: every ``A <spool_id> <seq>`` line in an agent's delivery logs (the agent
+  wrote it on receiving the collector's ack).
+- **stored**: every ``(spool_id, agent_seq)`` row of the host in the collector's ``batches``.
+- **lost** = acknowledged but not stored (must be 0); **duplicated** = rows beyond the first
+  for one ``(host, spool_id, seq)`` (must be 0).
+- **final state**: the digests of the agent's last spooled collection (its ``sent_digests``)
+  against the collector's ``host_tables`` digests *and* digests recomputed from the rows the
+  collector stored, so the rows themselves are compared, not only the labels.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.collect import TableResult, table_digest
+from collector.store.facts import host_rows
+
+__all__ = ["AgentTally", "DeliveryRecord", "read_delivery_logs", "tally_agent"]
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """What the agent's delivery logs say: sends and acks with their times (ns)."""
+
+    sent: dict[tuple[str, int], int]
+    acked: dict[tuple[str, int], int]
+
+
+def read_delivery_logs(home: Path) -> DeliveryRecord:
+    sent: dict[tuple[str, int], int] = {}
+    acked: dict[tuple[str, int], int] = {}
+    for path in sorted(home.glob("delivery-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) != 4 or parts[0] not in {"S", "A"} or not parts[2].isdigit():
+                continue  # the line a kill -9 cut short
+            key, at = (parts[1], int(parts[2])), int(parts[3]) if parts[3].isdigit() else 0
+            target = sent if parts[0] == "S" else acked
+            target.setdefault(key, at)
+    return DeliveryRecord(sent, acked)
+
+
+@dataclass(frozen=True)
+class AgentTally:
+    name: str
+    sent: int
+    acknowledged: int
+    stored: int
+    lost: int
+    duplicated: int
+    gap_records: int
+    gap_batches: int
+    epochs: int
+    tables: int
+    mismatched: tuple[str, ...]
+
+
+def _stored_digest(conn: sqlite3.Connection, host_id: int, table: str, error: str) -> str:
+    rows = [
+        {column: "" if value is None else str(value) for column, value in row.items()}
+        for row in host_rows(conn, host_id, table)
+    ]
+    return table_digest(TableResult(rows=rows, error=error))
+
+
+def _final_state(
+    conn: sqlite3.Connection, host_id: int, agent_digests: dict[str, str]
+) -> tuple[str, ...]:
+    held = {
+        name: (digest, error)
+        for name, digest, error in conn.execute(
+            "SELECT table_name, digest, error FROM host_tables WHERE host_id = ?", (host_id,)
+        )
+    }
+    mismatched = []
+    for table, digest in sorted(agent_digests.items()):
+        stored, error = held.get(table, ("", ""))
+        if stored != digest or (
+            not error and _stored_digest(conn, host_id, table, error) != digest
+        ):
+            mismatched.append(table)
+    return tuple(mismatched)
+
+
+def tally_agent(
+    name: str, db: Path, uuid: str, record: DeliveryRecord, agent_digests: dict[str, str]
+) -> AgentTally:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (host_id,) = conn.execute(
+            "SELECT id FROM hosts WHERE hardware_uuid = ?", (uuid,)
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT spool_id, agent_seq FROM batches WHERE host_id = ?", (host_id,)
+        ).fetchall()
+        stored = Counter((spool or "", int(seq)) for spool, seq in rows if seq is not None)
+        gap_records, gap_batches = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(batches), 0) FROM delivery_gaps WHERE host_id = ?",
+            (host_id,),
+        ).fetchone()
+        (epochs,) = conn.execute(
+            "SELECT COUNT(*) FROM spool_epochs WHERE host_id = ?", (host_id,)
+        ).fetchone()
+        mismatched = _final_state(conn, host_id, agent_digests)
+    finally:
+        conn.close()
+    return AgentTally(
+        name=name,
+        sent=len(record.sent),
+        acknowledged=len(record.acked),
+        stored=len(stored),
+        lost=len(set(record.acked) - set(stored)),
+        duplicated=sum(count - 1 for count in stored.values()),
+        gap_records=int(gap_records),
+        gap_batches=int(gap_batches),
+        epochs=int(epochs),
+        tables=len(agent_digests),
+        mismatched=mismatched,
+    )
