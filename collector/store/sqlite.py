@@ -18,13 +18,18 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from collector.policy.evaluate import FactSource, FileFactSource
+from collector.store.access import AccessMixin
 from collector.store.audit import AuditMixin
 from collector.store.dashboard import DashboardMixin
+from collector.store.delivery import DeliveryMixin
 from collector.store.drift import DriftMixin
 from collector.store.groups import GroupsMixin
 from collector.store.history import HistoryMixin
 from collector.store.hosts import HostsMixin
+from collector.store.identity import IdentityMixin
 from collector.store.ingest import FactsMixin
+from collector.store.leases import LeasesMixin
 from collector.store.results import ResultsMixin
 from collector.store.schema import migrate
 from collector.store.waivers import WaiversMixin
@@ -40,13 +45,25 @@ class SqliteStore(
     GroupsMixin,
     WaiversMixin,
     HistoryMixin,
+    DeliveryMixin,
     AuditMixin,
     DashboardMixin,
+    AccessMixin,
+    IdentityMixin,
+    LeasesMixin,
 ):
-    """The collector's storage on one SQLite file."""
+    """The collector's storage on one SQLite file.
+
+    Its bases are the storage contract: ``PostgresStore`` (collector.store.postgres) is
+    this class on another connection, so a mixin added here serves both engines.
+    """
+
+    engine = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = Path(path)
+        #: What ``collector.store.open_store`` reopens this store from (other threads).
+        self.location = str(path)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -56,6 +73,10 @@ class SqliteStore(
         self.conn = conn
         self.notify_events = False
         migrate(self.db)
+
+    def fact_source(self) -> FactSource:
+        """Where policy evaluation reads this store's facts: the file itself, read-only."""
+        return FileFactSource(self.path)
 
     def close(self) -> None:
         self.conn.close()
