@@ -11,6 +11,7 @@ smoke test.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector.access import Role
+from collector.accounts import AccessControl
 from collector.policy.loader import load_packs
 from collector.policy.model import Status
 from collector.reporting import ReportRequest, issue_report
@@ -30,6 +33,7 @@ from collector.tls import ensure_local_pki
 __all__ = ["run_quickstart"]
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+QUICKSTART_ADMIN = "admin"
 
 
 def _step(text: str) -> None:
@@ -150,13 +154,33 @@ def run_quickstart(directory: Path, port: int, http_port: int, keep_serving: boo
         _summary(service, service.host_view(host))
         _write_reports(service, directory / "reports")
         print(f"More: posture-collector host {host.id} --db {database}")
-        print(f"\nDashboard: {running.dashboard}")
+        login = _dashboard_login(service, directory)
+        print(f"\nDashboard: {running.dashboard}  (sign in as {login})")
         if keep_serving:
             print("The collector and dashboard stay up until Ctrl-C.", flush=True)
             _wait_for_interrupt(running.process)
     service.close()
     store.close()
     return 0
+
+
+def _dashboard_login(service: PostureService, directory: Path) -> str:
+    """An admin for the person running the quickstart; the password is kept in a 0600 file
+    beside the database, never printed (terminals are logged and screens shared)."""
+    password_file = directory / "admin-password"
+    access = AccessControl(service.store, service.clock)
+    if access.store.user_by_name(QUICKSTART_ADMIN) is None or not password_file.exists():
+        password = secrets.token_urlsafe(18)
+        with service.audit.recording("quickstart", "user.add", f"user:{QUICKSTART_ADMIN}"):
+            if access.store.user_by_name(QUICKSTART_ADMIN) is None:
+                access.add_user(QUICKSTART_ADMIN, Role.ADMIN, password, "quickstart")
+            else:
+                access.set_password(QUICKSTART_ADMIN, password)
+        descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(password + "\n")
+    return f"{QUICKSTART_ADMIN!r}, password in {password_file}"
 
 
 def _write_reports(service: PostureService, reports: Path) -> None:
