@@ -47,3 +47,11 @@ def test_the_load_generator_measures_a_tiny_fleet() -> None:
     assert "errors none" in out
     first = re.search(r"(\d+) KB each", out)
     assert first and int(first.group(1)) > 0, out
+
+
+def test_the_flood_measurement_floods_and_compares_the_others_p99() -> None:
+    out = _run("benchmarks.flood", "--agents", "1", "--interval", "2", "--window", "6")
+    assert "p99 ratio (target < 2):" in out, out
+    rates = re.search(r"flooder: sent ([\d.]+)/s, acknowledged ([\d.]+)/s", out)
+    assert rates, out
+    assert float(rates.group(1)) > 0 and float(rates.group(2)) > 0
