@@ -3,6 +3,7 @@ inert data, and the server goes on serving the next agent."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,8 @@ from collector.transport.convert import InvalidMessage, batch_from_proto
 from protos.posture.v1 import agent_pb2 as pb
 
 CONNECT = "/posture.v1.AgentService/Connect"
+#: Examples per property test; the long fuzz run sets it (docs/reliability.md).
+FUZZ = int(os.environ.get("POSTURE_FUZZ_EXAMPLES", "0"))
 
 
 def _identity(uuid: str) -> pb.HostIdentity:
@@ -198,7 +201,7 @@ async def test_a_replay_of_another_hosts_batch_is_stored_as_the_senders_only(
     assert store.stored_seqs(host_b) == [7]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=FUZZ or 200, deadline=None)
 @given(data=st.binary(max_size=600) | st.text(max_size=600).map(str.encode))
 def test_any_csr_bytes_are_accepted_or_refused_clearly(data: bytes) -> None:
     try:
@@ -211,7 +214,7 @@ _TEXT = st.text(max_size=40)
 _ROWS = st.lists(st.dictionaries(_TEXT, _TEXT, max_size=4), max_size=4)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=FUZZ or 300, deadline=None)
 @given(
     seq=st.integers(min_value=0, max_value=2**64 - 1),
     collected_at_ms=st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -241,7 +244,9 @@ _YAML_VALUES = st.recursive(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=FUZZ or 150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     document=st.dictionaries(

@@ -17,12 +17,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,40 +108,9 @@ class ClusterCollector:
             self._log = None
 
 
-@dataclass
-class Receiver:
-    event_ids: list[str] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            state.event_ids.append(self.headers["X-Posture-Event"])
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
 @pytest.fixture
 def cluster(
-    postgres: Any, pki: LocalPki, tmp_path: Path, receiver: Receiver
+    postgres: Any, pki: LocalPki, tmp_path: Path, receiver: Any
 ) -> Iterator[list[ClusterCollector]]:
     url = postgres.database()
     secret_file = tmp_path / "webhook.secret"
@@ -237,7 +204,7 @@ def test_killing_the_collector_an_agent_streams_to_loses_and_duplicates_nothing(
 
 
 def test_background_jobs_run_once_with_two_collectors_up(
-    cluster: list[ClusterCollector], receiver: Receiver
+    cluster: list[ClusterCollector], receiver: Any
 ) -> None:
     url = cluster[0].url
     store = open_store(url)

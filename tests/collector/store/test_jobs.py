@@ -10,13 +10,8 @@ set by the test, so a lease's expiry is a step of the clock, not a wait.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 from collector.model import FactBatch, HostIdentity, TableFacts
 from collector.notify import Notifier, WebhookConfig
@@ -26,37 +21,6 @@ from collector.store import SqliteStore
 SECRET = b"0123456789abcdef-shared-secret"
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 ROOT_ONLY = [{"uid": "0", "gid": "0", "username": "root"}]
-
-
-@dataclass
-class Receiver:
-    event_ids: list[str] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            state.event_ids.append(self.headers["X-Posture-Event"])
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 class Clock:
@@ -80,7 +44,7 @@ def _queue_events(store: SqliteStore, count: int) -> None:
         users.append({"uid": str(1000 + seq), "gid": "100", "username": f"user{seq}"})
 
 
-def test_two_collectors_deliver_each_event_once(engine: Any, receiver: Receiver) -> None:
+def test_two_collectors_deliver_each_event_once(engine: Any, receiver: Any) -> None:
     a, b = engine.open(), engine.open()
     clock = Clock()
     config = WebhookConfig(receiver.url, SECRET, timeout_seconds=5, lease_seconds=30)
