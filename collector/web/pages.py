@@ -127,6 +127,25 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
+#: What a redirect after a change may tell the next page. Only these fixed sentences are
+#: shown (with a waiver number): text taken from the URL would let anyone craft a link
+#: that makes the dashboard say something it never said.
+_NOTICES = {
+    "signed-out": "Signed out.",
+    "waiver-requested": "Waiver {waiver} requested; another person must approve it.",
+    "waiver-approved": "Waiver {waiver} approved.",
+    "waiver-revoked": "Waiver {waiver} revoked.",
+}
+
+
+def _notice(request: Request) -> str | None:
+    template = _NOTICES.get(request.query_params.get("done", ""))
+    waiver = request.query_params.get("waiver", "")
+    if template is None or ("{waiver}" in template and not waiver.isdigit()):
+        return None
+    return template.format(waiver=waiver)
+
+
 def _render(
     request: Request, template: str, viewer: Viewer | None, title: str, **context: Any
 ) -> HTMLResponse:
@@ -135,7 +154,7 @@ def _render(
         "user": viewer.principal if viewer else None,
         "csrf": viewer.csrf if viewer else "",
         "section": context.get("section", request.url.path),
-        "notice": context.get("notice") or request.query_params.get("notice"),
+        "notice": context.get("notice") or _notice(request),
         "error": context.get("error"),
     }
     status = int(context.pop("status_code", 200))
@@ -188,7 +207,7 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await _viewer(request)
-    response = RedirectResponse("/login?notice=Signed+out", status_code=303)
+    response = RedirectResponse("/login?done=signed-out", status_code=303)
     await auth.end_session(request, response)
     return response
 
@@ -465,8 +484,8 @@ async def request_waiver(request: Request) -> Response:
     except ServiceError as error:
         return await _waivers_page(request, viewer, form, error=str(error), status_code=400)
     _changed(request)
-    notice = f"Waiver {waiver.id} requested; another person must approve it."
-    return RedirectResponse("/waivers?" + urlencode({"notice": notice}), status_code=303)
+    done = urlencode({"done": "waiver-requested", "waiver": waiver.id})
+    return RedirectResponse(f"/waivers?{done}", status_code=303)
 
 
 async def _waiver_action(request: Request, waiver_id: int, approve: bool) -> Response:
@@ -486,8 +505,10 @@ async def _waiver_action(request: Request, waiver_id: int, approve: bool) -> Res
         form = _waiver_form({})
         return await _waivers_page(request, viewer, form, error=str(error), status_code=400)
     _changed(request)
-    notice = f"Waiver {waiver_id} {'approved' if approve else 'revoked'}."
-    return RedirectResponse("/waivers?" + urlencode({"notice": notice}), status_code=303)
+    done = urlencode(
+        {"done": "waiver-approved" if approve else "waiver-revoked", "waiver": waiver_id}
+    )
+    return RedirectResponse(f"/waivers?{done}", status_code=303)
 
 
 @router.post("/waivers/{waiver_id}/approve")

@@ -288,6 +288,20 @@ async def test_login_logout_and_the_overview(site: Site) -> None:
         assert out.status_code == 303
         after = await client.get("/")
         assert after.status_code == 303 and after.headers["location"].startswith("/login")
+        signed_out = await client.get(out.headers["location"])
+        assert "Signed out." in signed_out.text
+
+
+async def test_notices_are_fixed_sentences_never_text_from_the_url(site: Site) -> None:
+    async with site.login("ana") as client:
+        crafted = await client.get(
+            "/waivers", params={"notice": "Call 555-0100 to verify", "done": "pwned"}
+        )
+        assert "555-0100" not in crafted.text and 'class="notice"' not in crafted.text
+        shown = await client.get("/waivers", params={"done": "waiver-approved", "waiver": "7"})
+        assert "Waiver 7 approved." in shown.text
+        bad_id = await client.get("/waivers", params={"done": "waiver-approved", "waiver": "x"})
+        assert 'class="notice"' not in bad_id.text
 
 
 async def test_hosts_list_host_page_and_evidence(site: Site) -> None:
