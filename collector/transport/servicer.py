@@ -18,7 +18,6 @@ RESOURCE_EXHAUSTED and a ``retry-after-ms`` hint.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -59,6 +58,8 @@ __all__ = ["AgentServicer"]
 log = logging.getLogger("posture.collector")
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[object, object]
+#: How long and how much of a refused stream is read before the refusal (``_settle``).
+_SETTLE_SECONDS, _SETTLE_PAUSE, _SETTLE_MESSAGES = 2.0, 0.25, 8
 
 #: Domain refusals and the status each is answered with (first match wins).
 _STATUS: tuple[tuple[type[ServiceError], grpc.StatusCode], ...] = (
@@ -96,15 +97,27 @@ def _wake(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
     loop.call_soon_threadsafe(event.set)
 
 
-async def _first_message(messages: AsyncIterator[pb.AgentMessage]) -> None:
-    """Wait (briefly) for the agent's first message before refusing its stream.
+async def _settle(messages: AsyncIterator[pb.AgentMessage]) -> None:
+    """Read what the agent has already written (briefly, boundedly) before refusing it.
 
-    An agent writes its hello as soon as the call starts; if the refusal reaches it while
-    that write is in flight, grpcio reports INTERNAL instead of the collector's status, and
-    the agent could not tell "revoked" from a glitch. Once the hello is read, it is not.
+    An agent writes its hello and then its spooled batches as soon as the call starts; if
+    the refusal reaches it while a write is in flight, grpcio reports INTERNAL instead of
+    the collector's status, and the agent cannot tell "revoked" from a glitch. Reading until
+    the agent pauses (it then waits for acks) lets its writes complete, so it hears the real
+    status. At most ``_SETTLE_MESSAGES`` messages and ``_SETTLE_SECONDS``: a refused peer
+    gets no more of the collector's time than that.
     """
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(anext(messages), timeout=2.0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _SETTLE_SECONDS
+    for count in range(_SETTLE_MESSAGES):
+        wait = _SETTLE_SECONDS if count == 0 else _SETTLE_PAUSE
+        remaining = min(wait, deadline - loop.time())
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(anext(messages), timeout=remaining)
+        except Exception:  # the agent paused, finished or went away: refuse now
+            return
 
 
 def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
@@ -258,7 +271,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             return _Peer(await self._call(authenticate, peer), peer)
         except AuthenticationError as error:
             log.warning("stream refused for %s: %s", context.peer(), error)
-            await _first_message(messages)
+            await _settle(messages)
             await self._refuse(context, "Connect", error)
 
     def _open(self, host: Host) -> StreamSlot | None:
