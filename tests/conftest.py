@@ -183,20 +183,33 @@ async def serving(tmp_path: Path, pki: LocalPki) -> AsyncIterator[InProcessColle
 
 @dataclass
 class Receiver:
-    event_ids: list[str] = field(default_factory=list)
+    """A real webhook receiver: records each POST (headers, body, status it answered) and
+    answers with ``statuses`` in turn, then 200."""
+
+    statuses: list[int] = field(default_factory=list)
+    received: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
     url: str = ""
+
+    @property
+    def event_ids(self) -> list[str]:
+        """The events it accepted (answered 200), in order."""
+        return [headers["X-Posture-Event"] for headers, _, status in self.accepted()]
+
+    def accepted(self) -> list[tuple[dict[str, str], bytes, int]]:
+        return [post for post in self.received if post[2] == 200]
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    """A webhook receiver on 127.0.0.1 that answers 200 and keeps the event ids it got."""
+    """A webhook receiver on 127.0.0.1 (``url``)."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            state.event_ids.append(self.headers["X-Posture-Event"])
-            self.send_response(200)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status = state.statuses.pop(0) if state.statuses else 200
+            state.received.append((dict(self.headers.items()), body, status))
+            self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -206,7 +219,7 @@ def receiver() -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/posture"
     yield state
     server.shutdown()
     server.server_close()

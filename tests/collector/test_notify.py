@@ -6,13 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,41 +41,6 @@ LOCKED = [{"username": "root", "password_status": "locked"}]
 EMPTY = [*LOCKED, {"username": "guest", "password_status": "empty"}]
 
 
-@dataclass
-class Receiver:
-    """A real HTTP server recording each POST; answers with ``statuses`` in turn, then 200."""
-
-    statuses: list[int] = field(default_factory=list)
-    received: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            status = state.statuses.pop(0) if state.statuses else 200
-            state.received.append((dict(self.headers.items()), body, status))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/posture"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
 class Setup:
     def __init__(self, service: PostureService, url: str) -> None:
         self.service, self.store = service, service.store
@@ -102,7 +65,7 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, receiver: Receiver) -> Iterator[Setup]:
+def setup(tmp_path: Path, receiver: Any) -> Iterator[Setup]:
     (tmp_path / "packs" / "n").mkdir(parents=True)
     (tmp_path / "packs" / "n" / "pack.yaml").write_text(PACK)
     store = SqliteStore(tmp_path / "collector.db")
@@ -119,7 +82,7 @@ def _verify(headers: dict[str, str], body: bytes) -> bool:
 
 
 def test_a_flip_is_notified_once_even_when_the_receiver_fails_first(
-    setup: Setup, receiver: Receiver
+    setup: Setup, receiver: Any
 ) -> None:
     receiver.statuses = [503]
     setup.report(LOCKED)
@@ -148,7 +111,7 @@ def test_a_flip_is_notified_once_even_when_the_receiver_fails_first(
     assert setup.store.outbox_status()[event_id][:2] == (2, setup.now)
 
 
-def test_a_tampered_body_fails_the_signature_check(setup: Setup, receiver: Receiver) -> None:
+def test_a_tampered_body_fails_the_signature_check(setup: Setup, receiver: Any) -> None:
     setup.report(LOCKED)
     setup.report(EMPTY)
     setup.notifier.deliver_due(setup.store)
@@ -158,7 +121,7 @@ def test_a_tampered_body_fails_the_signature_check(setup: Setup, receiver: Recei
 
 
 def test_an_unreachable_receiver_loses_nothing_and_backs_off(
-    setup: Setup, receiver: Receiver, tmp_path: Path
+    setup: Setup, receiver: Any, tmp_path: Path
 ) -> None:
     down = WebhookConfig("http://127.0.0.1:9/unreachable", SECRET, timeout_seconds=2)
     notifier = Notifier(setup.store.path, down, setup.service.checks, lambda: setup.now)
@@ -175,7 +138,7 @@ def test_an_unreachable_receiver_loses_nothing_and_backs_off(
 
 
 def test_the_background_notifier_delivers_after_an_ingest_wakes_it(
-    setup: Setup, receiver: Receiver
+    setup: Setup, receiver: Any
 ) -> None:
     setup.report(LOCKED)
     setup.service.after_ingest = setup.notifier.wake
