@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,7 +255,7 @@ def build_summary(service: PostureService) -> FleetSummary:
     )
 
 
-class _Held(Generic[T]):
+class _Held(ABC, Generic[T]):
     """The last result of a fleet-wide ``build`` (the summary, the trend), rebuilt when the
     store changed and it is not too fresh.
 
@@ -275,8 +276,8 @@ class _Held(Generic[T]):
         self.dirty = False
         self._lock = threading.Lock()
 
-    def build(self, service: PostureService) -> T:
-        raise NotImplementedError
+    @abstractmethod
+    def build(self, service: PostureService) -> T: ...
 
     def invalidate(self) -> None:
         self.dirty = True
