@@ -1,9 +1,15 @@
-"""The real processes the fault harness kills: one collector and several agents on loopback.
+"""The real processes the fault harness kills: collectors and agents on loopback.
 
 Each agent has its own state directory (spool), its own churning osqueryd socket
 (``benchmarks.fault_osquery``) and appends to a delivery log (``--delivery-log``) every batch
 it sends and every ack it receives. Kills are ``SIGKILL``: no cleanup, as a crash or a power
-cut would leave things. The collector restarts on the port it first bound.
+cut would leave things. A collector restarts on the port it first bound.
+
+Several collectors form a cluster (``Cluster``): one database location (a PostgreSQL URL),
+one TLS identity and one port, which they share through ``SO_REUSEPORT`` (gRPC's default on
+Linux) so the kernel spreads the agents' connections over whichever are up, as a TCP load
+balancer would. The first to start binds a free port; every later start, of any member,
+reuses it.
 """
 
 from __future__ import annotations
@@ -19,45 +25,79 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from benchmarks.common import POLICIES, ROOT
 from collector.tls import LocalPki, ensure_local_pki
 
-__all__ = ["AgentProc", "CollectorProc", "spool_state"]
+__all__ = ["AgentProc", "Cluster", "CollectorProc", "spool_state"]
 
 
 @dataclass
 class CollectorProc:
-    """``posture-collector serve`` with TLS; ``kill`` is kill -9, ``start`` reuses the port."""
+    """``posture-collector serve`` with TLS; ``kill`` is kill -9, ``start`` reuses the port.
+
+    ``location`` is its database (a path or a ``postgresql://`` URL; default
+    ``collector.db`` in ``workdir``); ``name`` names its log, ``<name>.log`` in ``workdir``.
+    """
 
     workdir: Path
     extra: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     pki: LocalPki | None = None
+    location: str | None = None
+    name: str = "collector"
 
     @property
-    def db(self) -> Path:
-        return self.workdir / "collector.db"
+    def db(self) -> str:
+        return self.location or str(self.workdir / "collector.db")
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
     def start(self) -> None:
         self.pki = self.pki or ensure_local_pki(self.workdir / "tls")
         command = [
-            sys.executable, "-m", "collector", "serve", "--db", str(self.db),
+            sys.executable, "-m", "collector", "serve", "--db", self.db,
             "--listen", self.address, "--tls-cert", str(self.pki.server_cert),
             "--tls-key", str(self.pki.server_key), "--policies", str(POLICIES), *self.extra,
         ]  # fmt: skip
-        with (self.workdir / "collector.log").open("ab") as log:
+        with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
         assert self.process.stdout is not None
         line = self.process.stdout.readline().decode()
         if "listening on" not in line:
             self.process.wait(timeout=30)
-            raise RuntimeError(f"collector did not start; see {self.workdir / 'collector.log'}")
+            self.process = None
+            raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
         self.port = int(line.rsplit(":", 1)[1])
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def died(self) -> int | None:
+        """The exit status of a process that ended on its own (not killed by us), else None."""
+        return None if self.process is None else self.process.poll()
+
+    def holds_stream(self) -> bool:
+        """Whether an agent's connection is established to it right now (its stream)."""
+        if not self.alive():
+            return False
+        assert self.process is not None
+        try:
+            connections = psutil.Process(self.process.pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(
+            c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.port
+            for c in connections
+        )
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -77,11 +117,75 @@ class CollectorProc:
             self.process = None
 
     def cli(self, *args: str) -> str:
-        command = [sys.executable, "-m", "collector", *args, "--db", str(self.db),
+        command = [sys.executable, "-m", "collector", *args, "--db", self.db,
                    "--policies", str(POLICIES)]  # fmt: skip
         return subprocess.run(
             command, capture_output=True, text=True, check=True, cwd=ROOT, timeout=120
         ).stdout
+
+
+@dataclass
+class Cluster:
+    """``size`` collectors on one database and one port (see the module docstring).
+
+    With one member it is the single collector the harness always ran (``collector.log``);
+    with more, the members are ``collector-0``, ``collector-1``... and share ``tls/``.
+    """
+
+    workdir: Path
+    location: str | None = None
+    size: int = 1
+    members: list[CollectorProc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        names = ["collector"] if self.size == 1 else [f"collector-{i}" for i in range(self.size)]
+        self.members = [CollectorProc(self.workdir, location=self.location, name=name)
+                        for name in names]  # fmt: skip
+
+    @property
+    def first(self) -> CollectorProc:
+        """The member whose CLI, TLS identity and address the agents are given."""
+        return self.members[0]
+
+    @property
+    def port(self) -> int:
+        return max(member.port for member in self.members)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, member: CollectorProc) -> None:
+        """Start ``member`` on the cluster's port (a free one if none was bound yet)."""
+        member.pki = member.pki or ensure_local_pki(self.workdir / "tls")
+        member.port = self.port
+        member.start()
+
+    def start_down(self) -> None:
+        """Start every member that is not running."""
+        for member in self.members:
+            if not member.alive():
+                self.start(member)
+
+    def up(self) -> list[CollectorProc]:
+        return [member for member in self.members if member.alive()]
+
+    def kill_all(self) -> int:
+        """Kill -9 every running member; returns how many were running."""
+        running = self.up()
+        for member in running:
+            member.kill()
+        return len(running)
+
+    def stop_all(self) -> None:
+        for member in self.members:
+            member.stop()
+
+    def log_text(self) -> str:
+        return "".join(
+            m.log_path.read_text(errors="replace") for m in self.members if m.log_path.exists()
+        )
 
 
 @dataclass

@@ -4,14 +4,25 @@
     python -m benchmarks.faults                       # 4 agents, 1,000 kills, 864-batch outage
     python -m benchmarks.faults --quick               # the short form CI runs (~1 minute)
     python -m benchmarks.faults --flood               # one agent at 100x: the others' p99
+    python -m benchmarks.faults --postgres --collectors 2   # a cluster on a private PostgreSQL
+    python -m benchmarks.faults --db postgresql://u@host/db --collectors 2
 
 Everything is real and on 127.0.0.1: ``posture-collector serve`` with TLS on a SQLite file,
 ``posture-agent run`` processes each with its own spool, reading facts through the agent's
 osquery source from a churning osqueryd (``benchmarks.fault_osquery``) so that every agent is
-its own host and every collection differs. Phases, in order:
+its own host and every collection differs.
 
-1. **kills**: ``--kills`` times, after a random pause, kill -9 the collector (one time in
-   four) or a random agent, and start it again at once.
+With ``--collectors N`` (N > 1, PostgreSQL only) the harness runs a cluster instead: N
+collectors sharing one database (``--db URL``, or ``--postgres`` for a private server started
+here) and one port (``SO_REUSEPORT``: the kernel spreads the agents' connections over those
+up), and "the collector" below means the whole cluster, except in the kills. Phases, in
+order:
+
+1. **kills**: ``--kills`` times, after a random pause, kill -9 a collector (one time in
+   four) or a random agent. A killed agent starts again at once. A killed collector stays
+   down until the next kill, so the agents whose streams it held reconnect to a survivor,
+   then starts again on the same port; with one collector (no survivor) it starts again at
+   once. So a cluster always has a collector up, and every member gets killed in turn.
 2. **outage**: the collector is down while every agent collects ``--outage-collections``
    times (864 = 72 hours at 5 minutes, time compressed with ``--collect-interval``); the
    last agent has a tiny spool (``--small-spool-kb``), so it must fold batches and report
@@ -24,27 +35,33 @@ its own host and every collection differs. Phases, in order:
 5. **final**: every agent is killed, then ``posture-agent once`` collects and delivers.
 
 Then, per agent: batches sent, acknowledged (from the agents' delivery logs), stored, lost
-(acknowledged, not stored: must be 0), duplicated (must be 0), gaps the collector recorded,
-and whether the collector's final state equals the agent's last collection (digests of the
-stored rows). Exit status 1 if anything is lost, doubled or different.
+(acknowledged, not stored: must be 0), duplicated (a batch stored twice, or a fact change
+recorded twice: must be 0), gaps the collector recorded, and whether the collector's final
+state equals the agent's last collection (digests of the stored rows), all read from the
+database the collectors shared, SQLite or PostgreSQL. Errors the collectors logged are
+printed (the first traceback in full). Exit status 1 if anything is lost, doubled or
+different, or if an agent or a collector exited by itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import sqlite3
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from benchmarks.fault_osquery import serve_churning_osqueryd
-from benchmarks.fault_procs import AgentProc, CollectorProc, spool_state
+from benchmarks.fault_procs import AgentProc, Cluster, spool_state
 from benchmarks.fault_verify import AgentTally, read_delivery_logs, tally_agent
+from collector.store.engine import parse_location
 
 __all__ = ["FaultOptions", "FaultReport", "main", "run_faults"]
 
@@ -64,12 +81,20 @@ class FaultOptions:
     full_disk_kb: int = 192
     full_disk_collections: int = 200
     workdir: Path | None = None
+    #: Collector processes sharing the database and the port (more than one: PostgreSQL).
+    collectors: int = 1
+    #: The collectors' database (path or URL); None: ``collector/collector.db`` in the workdir.
+    db: str | None = None
 
 
 @dataclass
 class FaultReport:
+    collectors: int = 1
     agent_kills: int = 0
     collector_kills: int = 0
+    #: In a cluster: the random kills of each member, and how many of them cut a stream.
+    kills_by_collector: Counter[str] = field(default_factory=Counter)
+    kills_holding_stream: int = 0
     tallies: list[AgentTally] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -89,17 +114,17 @@ class FaultReport:
 
 class Harness:
     def __init__(self, options: FaultOptions, workdir: Path) -> None:
+        _check_cluster(options)
         self.options = options
         self.random = random.Random(options.seed)
         self.workdir = workdir
-        self.collector = CollectorProc(workdir / "collector")
-        self.collector.workdir.mkdir(parents=True, exist_ok=True)
+        self.cluster = Cluster(workdir / "collector", options.db, options.collectors)
         self.agents = [
             AgentProc(i, workdir / f"agent-{i}", f"{workdir}/q{i}.em")
             for i in range(options.agents)
         ]
         self.uuid = {agent.name: f"fault-{options.seed}-{agent.index}" for agent in self.agents}
-        self.report = FaultReport()
+        self.report = FaultReport(collectors=options.collectors)
 
     def note(self, text: str) -> None:
         self.report.notes.append(text)
@@ -112,15 +137,28 @@ class Harness:
 
     # Setup ---------------------------------------------------------------------------
 
+    @property
+    def db(self) -> str:
+        """Where every collector of the run stores (and the verification reads)."""
+        return self.cluster.first.db
+
+    def start_collectors(self) -> None:
+        """Start every collector that is down, on the cluster's port."""
+        self.cluster.start_down()
+
+    def kill_collectors(self) -> None:
+        """Kill -9 every collector that is up: the whole service is down."""
+        self.report.collector_kills += self.cluster.kill_all()
+
     def enroll_all(self) -> None:
-        self.collector.start()
-        secret = self.collector.cli("enroll-secret", "create", "faults").strip().splitlines()[0]
-        assert self.collector.pki is not None
+        self.start_collectors()
+        first = self.cluster.first
+        secret = first.cli("enroll-secret", "create", "faults").strip().splitlines()[0]
+        assert first.pki is not None
         for agent in self.agents:
             agent.home.mkdir(parents=True, exist_ok=True)
         enrolling = [
-            agent.enroll(self.collector.address, self.collector.pki.ca_cert, secret)
-            for agent in self.agents
+            agent.enroll(self.cluster.address, first.pki.ca_cert, secret) for agent in self.agents
         ]
         for agent, process in zip(self.agents, enrolling, strict=True):
             if process.wait(timeout=120) != 0:
@@ -138,24 +176,35 @@ class Harness:
         for _ in range(kills):
             time.sleep(self.random.uniform(low, high))
             self.revive()
+            self.start_collectors()  # the one killed last time, once its streams moved
             if self.random.random() < 0.25:
-                self.collector.kill()
-                self.report.collector_kills += 1
-                time.sleep(self.random.uniform(0, low))
-                self.collector.start()
+                self.kill_a_collector(low)
             else:
                 agent = self.random.choice(self.agents)
                 agent.kill()
                 self.report.agent_kills += 1
                 agent.start("--collect-interval", str(self.options.interval))
+        self.start_collectors()
         self.drain()
+
+    def kill_a_collector(self, low: float) -> None:
+        """Kill -9 one collector (a random member of a cluster). With a survivor it stays
+        down until the next kill; alone, it starts again after a short pause."""
+        members = self.cluster.members
+        victim = members[0] if len(members) == 1 else self.random.choice(members)
+        self.report.kills_holding_stream += victim.holds_stream()
+        victim.kill()
+        self.report.collector_kills += 1
+        self.report.kills_by_collector[victim.name] += 1
+        if not self.cluster.up():
+            time.sleep(self.random.uniform(0, low))
+            self.cluster.start(victim)
 
     # Phase 2: a 72-hour outage, time compressed -----------------------------------------
 
     def outage(self) -> None:
         opts = self.options
-        self.collector.kill()
-        self.report.collector_kills += 1
+        self.kill_collectors()
         before = {}
         for agent in self.agents:
             agent.kill()
@@ -186,7 +235,7 @@ class Harness:
         for agent in self.agents[:-1] if len(self.agents) > 1 else self.agents:
             made, kept = held[agent.name]
             self.check(kept >= made, f"{agent.name} dropped batches of the outage ({kept}<{made})")
-        self.collector.start()
+        self.start_collectors()
         self.restart_agents()
         self.drain()
 
@@ -221,19 +270,25 @@ class Harness:
             time.sleep(0.2)
 
     def revive(self) -> None:
-        """An agent that ended by itself crashed: a finding. Record it and start it again."""
+        """An agent or a collector that ended by itself crashed: a finding. Record it and
+        start it again."""
         for agent in self.agents:
             status = agent.died()
             if status is not None:
                 self.check(False, f"{agent.name} exited by itself (status {status})")
                 agent.restart()
+        for collector in self.cluster.members:
+            status = collector.died()
+            if status is not None:
+                self.check(False, f"{collector.name} exited by itself (status {status})")
+                collector.kill()  # reaps it
+                self.cluster.start(collector)
 
     # Phase 3: a full disk ------------------------------------------------------------
 
     def full_disk(self) -> None:
         agent, opts = self.agents[0], self.options
-        self.collector.kill()
-        self.report.collector_kills += 1
+        self.kill_collectors()
         agent.kill()
         self.report.agent_kills += 1
         start = spool_state(agent.spool)[1]
@@ -262,7 +317,7 @@ class Harness:
         self.check("no room" in log, f"{agent.name} never ran out of room (limit {limit} bytes)")
         made = spool_state(agent.spool)[1] - start
         self.note(f"full disk: {agent.name} collected {made} times under a {limit}-byte limit")
-        self.collector.start()
+        self.start_collectors()
         self.drain(restart=True)
 
     # Phase 4: a corrupt spool ----------------------------------------------------------
@@ -289,22 +344,62 @@ class Harness:
         for agent in self.agents:
             done = agent.once()
             self.check(done.returncode == 0, f"{agent.name} once: {done.stderr[-500:]}")
-        self.collector.stop()
+        self.cluster.stop_all()
+        self.note_collector_errors()
         for agent in self.agents:
             digests = _agent_digests(agent.spool)
             record = read_delivery_logs(agent.home)
-            tally = tally_agent(
-                agent.name, self.collector.db, self.uuid[agent.name], record, digests
-            )
+            tally = tally_agent(agent.name, self.db, self.uuid[agent.name], record, digests)
             self.report.tallies.append(tally)
             self.check(
                 not tally.mismatched, f"{agent.name} final state differs: {tally.mismatched}"
             )
 
+    def note_collector_errors(self) -> None:
+        """Errors the collectors logged (a storage error answered to an agent, such as two
+        collectors racing on one batch): not a loss, since the agent keeps the batch and
+        sends it again, but a finding worth reading; the first traceback is printed."""
+        for collector in self.cluster.members:
+            text = collector.log_path.read_text(errors="replace")
+            errors = [line for line in text.splitlines() if _ERROR_LINE.search(line)]
+            if errors:
+                self.note(f"{collector.name} logged {len(errors)} error(s): {errors[0][:300]}")
+                traceback = _first_traceback(text)
+                if traceback:
+                    self.note("first traceback:\n" + traceback)
+
     def stop_all(self) -> None:
         for agent in self.agents:
             agent.kill()
-        self.collector.kill()
+        self.cluster.kill_all()
+
+
+_ERROR_LINE = re.compile(r" (ERROR|CRITICAL) ")
+
+
+def _first_traceback(log: str) -> str:
+    """The first Python traceback in ``log`` (up to its exception line), or ""."""
+    lines = log.splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last):"):
+            end = number + 1
+            while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end]):
+                end += 1
+            return "\n".join(lines[number : end + 1])
+    return ""
+
+
+def _check_cluster(options: FaultOptions) -> None:
+    """Several collectors need a database they can share: PostgreSQL."""
+    if options.collectors < 1:
+        raise ValueError("--collectors must be at least 1")
+    if options.collectors > 1 and (
+        options.db is None or parse_location(options.db).engine != "postgresql"
+    ):
+        raise ValueError(
+            f"--collectors {options.collectors} needs a database they can share: "
+            "--db postgresql://... or --postgres (SQLite serves one collector)"
+        )
 
 
 def _agent_digests(spool: Path) -> dict[str, str]:
@@ -374,13 +469,25 @@ def print_report(report: FaultReport, out: Callable[[str], None] = print) -> Non
              f" ({sum(t.gap_batches for t in report.tallies)})", "", "")  # fmt: skip
     table = [tuple(map(str, row)) for row in (header, *rows, total)]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    out(f"kills: {report.agent_kills + report.collector_kills} (agents {report.agent_kills},"
-        f" collector {report.collector_kills})")  # fmt: skip
+    out(_kills_line(report))
     for row in table:
         out("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
     for problem in report.problems:
         out(f"PROBLEM: {problem}")
     out("result: " + ("OK: 0 lost, 0 duplicated" if report.ok else "FAILED"))
+
+
+def _kills_line(report: FaultReport) -> str:
+    """``kills: N (agents A, collector C)``; a cluster's line names each member's random
+    kills and how many of them cut an agent's open stream."""
+    total = report.agent_kills + report.collector_kills
+    if report.collectors == 1:
+        return f"kills: {total} (agents {report.agent_kills}, collector {report.collector_kills})"
+    each = ", ".join(f"{name} {count}" for name, count in sorted(report.kills_by_collector.items()))
+    return (
+        f"kills: {total} (agents {report.agent_kills}, collectors {report.collector_kills};"
+        f" random: {each}; {report.kills_holding_stream} cut an agent's stream)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -417,6 +524,18 @@ def _parser() -> argparse.ArgumentParser:
         help="random pause before each kill, seconds (%(default)s)",
     )
     add("--workdir", type=Path, help="keep state and logs here (default: a temp dir)")
+    add(
+        "--collectors",
+        type=int,
+        default=d.collectors,
+        help="collectors sharing the database and the port (%(default)s; more: PostgreSQL)",
+    )
+    add("--db", help="the collectors' database, a path or postgresql://... URL")
+    add(
+        "--postgres",
+        action="store_true",
+        help="start a private PostgreSQL server (benchmarks/pgserver.py) for --db",
+    )
     add("--quick", action="store_true", help="the CI size: 2 agents, 20 kills, short phases")
     add("--flood", action="store_true", help="measure one agent flooding at 100x instead")
     return parser
@@ -439,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         full_disk_kb=args.full_disk_kb,
         pause=(args.pause[0], args.pause[1]),
         workdir=args.workdir,
+        collectors=args.collectors,
+        db=args.db,
     )
     if args.quick:  # the short form CI runs (tests/integration/test_faults.py)
         options = replace(
@@ -450,11 +571,36 @@ def main(argv: list[str] | None = None) -> int:
             small_spool_kb=8.0,
             full_disk_collections=40,
         )
+    if args.postgres and args.db:
+        _parser().error("--postgres starts its own database: give --db or --postgres, not both")
     started = time.monotonic()
-    report = run_faults(options)
+    with _private_postgres(args.postgres) as url:
+        options = replace(options, db=url or options.db)
+        try:
+            _check_cluster(options)
+        except ValueError as error:
+            _parser().error(str(error))
+        report = run_faults(options)
     print_report(report)
     print(f"({time.monotonic() - started:.0f} s)")
     return 0 if report.ok else 1
+
+
+@contextmanager
+def _private_postgres(wanted: bool) -> Iterator[str | None]:
+    """A fresh database on a private PostgreSQL server (durable: fsync on, as deployed)
+    when ``wanted``, stopped and deleted afterwards; PostgresUnavailable says why not."""
+    if not wanted:
+        yield None
+        return
+    from benchmarks.pgserver import PostgresServer
+
+    server = PostgresServer(durable=True).start()
+    try:
+        print(f"PostgreSQL: a private server on 127.0.0.1:{server.port}", flush=True)
+        yield server.create_database("faults")
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":
