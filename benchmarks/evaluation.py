@@ -3,14 +3,19 @@
 Hosts are stored through the real service (``PostureService.ingest``) with facts derived from
 this machine's (``benchmarks.fleet``); then the service's evaluator runs for each host:
 every check (a full evaluation), and only the checks a typical delta touches (the processes
-table, which changes in nearly every report). The shipped packs hold fewer than the 100
-checks GOALS.md sizes its target for, so the same checks are also run copied up to 100+.
+table, which changes in nearly every report). The shipped packs hold more than the 100 Linux
+checks GOALS.md sizes its target for, so they are measured as shipped.
+
+One row measures a storage change proposed to the store's owner: an index on
+``file_lines (host_id, path, line)``, which holds every column a ``file_lines`` check reads,
+so a file's lines are read from the index alone instead of one table lookup per line (the
+login.defs checks read 400 lines each). It is made on the benchmark's own scratch store.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
+import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
@@ -56,14 +61,22 @@ def _per_host_ms(
     return timings
 
 
-def _copies(checks: Sequence[Check], at_least: int) -> list[Check]:
-    """The checks repeated under new ids until there are ``at_least`` of them."""
-    copies = list(checks)
-    round_ = 1
-    while len(copies) < at_least:
-        copies += [dataclasses.replace(c, id=f"{c.id}.copy{round_}") for c in checks]
-        round_ += 1
-    return copies
+#: The index proposed for collector.store.facts (module docstring).
+COVERING_INDEX = (
+    "CREATE INDEX IF NOT EXISTS fact_file_lines_path_line ON fact_file_lines (host_id, path, line)"
+)
+
+
+def _add_covering_index(path: Path) -> None:
+    """Add the proposed ``file_lines`` index to a scratch store, with a planner hint like
+    the store's own (about 100 rows per host, 2 per path, 1 per line)."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(COVERING_INDEX)
+        conn.execute(
+            "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES"
+            " ('fact_file_lines', 'fact_file_lines_path_line', '100000 100 2 1 noskipscan')"
+        )
+    conn.close()
 
 
 def _evaluate_at(count: int, base: FleetBase, repeats: int) -> list[float]:
@@ -97,18 +110,19 @@ def evaluation_measures(host_counts: Sequence[int], repeats: int) -> list[Measur
         delta = [
             ms for _ in runs for ms in _per_host_ms(service.evaluator, store, sample, TYPICAL_DELTA)
         ]
-        many = _copies(linux, 100)
-        with Evaluator(store.path, many) as evaluator:
-            hundred = [ms for _ in runs for ms in _per_host_ms(evaluator, store, sample, None)]
         slowest = _slowest_checks(store, linux, sample[:20])
+        _add_covering_index(store.path)
+        with Evaluator(store.path, linux) as evaluator:
+            covered = [ms for _ in runs for ms in _per_host_ms(evaluator, store, sample, None)]
         service.close()
         store.close()
     measures = [
         measure(f"full evaluation, shipped packs ({len(linux)} Linux checks), {largest} hosts",
-                full, "ms/host"),
-        measure(f"full evaluation, the same checks copied to {len(many)}", hundred, "ms/host", 2.0),
+                full, "ms/host", 2.0),
         measure("per check (full evaluation / checks)", [m / len(linux) for m in full], "ms"),
         measure("incremental re-evaluation after a processes delta", delta, "ms/host", 0.5),
+        measure("full evaluation with the proposed file_lines (host_id, path, line) index",
+                covered, "ms/host", 2.0),
     ]  # fmt: skip
     measures += [measure(f"slowest check: {check_id}", ms, "ms") for check_id, ms in slowest]
     for count in sorted(set(host_counts) - {largest}):

@@ -146,10 +146,13 @@ class Evaluator:
         harden(self._conn)
         register_osquery_functions(self._conn)
         self._host_id = -1
-        self._conn.create_function(HOST_FUNCTION, 0, lambda: self._host_id)
+        # Deterministic: constant within one statement (which it is), so SQLite reads it
+        # once per statement run instead of once per row or per branch of an OR.
+        self._conn.create_function(HOST_FUNCTION, 0, lambda: self._host_id, deterministic=True)
         self._clock = clock
         self._now = 0.0
         register_clock(self._conn, lambda: self._now)
+        self._columns: dict[str, list[str]] = {}
         self._install_views()
         self._budget = max(1, max_vm_steps // _STEPS_PER_CALL)
         self._calls = 0
@@ -280,13 +283,13 @@ class Evaluator:
             return CheckResult(check.id, Status.ERROR, str(exc))
 
     def _verdict(self, check: Check) -> CheckResult:
-        if check.applies is not None and not self._rows(check.applies, 1, "applies query")[1]:
+        if check.applies is not None and not self._exists(check.applies, "applies query"):
             return CheckResult(check.id, Status.NOTAPPLICABLE, "applies query returned no rows")
-        status = Status.PASS if self._rows(check.query, 1, "query")[1] else Status.FAIL
+        status = Status.PASS if self._exists(check.query, "query") else Status.FAIL
         if check.evidence is None:
             return CheckResult(check.id, status, "")
         try:
-            names, rows = self._rows(check.evidence, MAX_EVIDENCE_ROWS, "evidence query")
+            names, rows = self._evidence(check.evidence)
         except _QueryFailed as exc:
             return CheckResult(check.id, status, str(exc))
         evidence = tuple(
@@ -294,23 +297,44 @@ class Evaluator:
         )
         return CheckResult(check.id, status, "", evidence)
 
-    def _rows(self, sql: str, limit: int, role: str) -> tuple[list[str], list[tuple[object, ...]]]:
-        """Column names and up to ``limit`` rows of one policy statement (``role`` names it
-        in the reason if it fails)."""
+    def _exists(self, sql: str, role: str) -> bool:
+        """Whether one policy statement returns a row (``role`` names it if it fails).
+
+        Only the first row is stepped to and the cursor is dropped at once (CPython frees
+        it, resetting the statement): a verdict needs neither column names nor more rows,
+        and at a hundred checks per host the cursor bookkeeping is a visible share.
+        """
+        self._calls = 0
+        self._sandbox.denial = None
+        try:
+            return self._conn.execute(sql).fetchone() is not None
+        except sqlite3.Error as exc:
+            raise self._failure(role, exc) from exc
+
+    def _evidence(self, sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
+        """Column names and up to ``MAX_EVIDENCE_ROWS`` rows of an evidence statement.
+
+        A prepared statement's column names never change, so they are read once per
+        statement rather than rebuilt from ``cursor.description`` on every host.
+        """
         self._calls = 0
         self._sandbox.denial = None
         try:
             cursor = self._conn.execute(sql)
             try:
-                rows = cursor.fetchmany(limit)
-                names = [column[0] for column in cursor.description or ()]
+                rows = cursor.fetchmany(MAX_EVIDENCE_ROWS)
+                names = self._columns.get(sql)
+                if names is None:
+                    names = self._columns[sql] = [c[0] for c in cursor.description or ()]
             finally:
                 cursor.close()
         except sqlite3.Error as exc:
-            if self._calls > self._budget:
-                steps = self._budget * _STEPS_PER_CALL
-                raise _QueryFailed(
-                    f"{role} aborted after {steps} SQLite steps (runaway query?)"
-                ) from exc
-            raise _QueryFailed(f"{role} failed: {self._sandbox.denial or exc}") from exc
+            raise self._failure("evidence query", exc) from exc
         return names, rows
+
+    def _failure(self, role: str, exc: sqlite3.Error) -> _QueryFailed:
+        """The reason a policy statement failed, as the analyst reads it."""
+        if self._calls > self._budget:
+            steps = self._budget * _STEPS_PER_CALL
+            return _QueryFailed(f"{role} aborted after {steps} SQLite steps (runaway query?)")
+        return _QueryFailed(f"{role} failed: {self._sandbox.denial or exc}")

@@ -307,3 +307,46 @@ def test_posture_now_is_the_evaluations_clock(store: sqlite3.Connection, tmp_pat
     before = time.time()
     (today,) = evaluate(tmp_path / "posture.db", checks, status=status).values()
     assert int(before) <= int(today.evidence[0]["now"]) <= time.time()  # the wall clock
+
+
+def test_evidence_keeps_each_statements_column_names_across_hosts(
+    store: sqlite3.Connection, tmp_path: Path
+) -> None:
+    # Column names are read once per statement and reused: two statements with different
+    # names, evaluated for two hosts (the second time from the cache), keep their own.
+    checks = [
+        make_check("users", "SELECT 1", evidence="SELECT username AS who FROM users WHERE uid = 0"),
+        make_check(
+            "procs",
+            "SELECT 1 FROM processes WHERE name = 'sshd'",
+            ["processes"],
+            evidence="SELECT name AS program, pid FROM processes WHERE name = 'sshd'",
+        ),
+    ]
+    status: dict[str, str | None] = {"users": None, "processes": None}
+    with Evaluator(tmp_path / "posture.db", checks) as evaluator:
+        for _ in range(2):
+            one = {r.check_id: r for r in evaluator.evaluate(1, LINUX, status)}
+            two = {r.check_id: r for r in evaluator.evaluate(2, LINUX, status)}
+            assert one["users"].evidence == ({"who": "root"},)
+            assert two["users"].evidence == ({"who": "root"}, {"who": "toor"})
+            assert (one["procs"].status, one["procs"].evidence) == (
+                Status.PASS,
+                ({"program": "sshd", "pid": "2"},),
+            )
+            assert (two["procs"].status, two["procs"].evidence) == (Status.FAIL, ())
+
+
+def test_like_on_paths_stays_case_insensitive_as_in_osquery(
+    store: sqlite3.Connection, tmp_path: Path
+) -> None:
+    # osquery's LIKE ignores ASCII case; the evaluator must not change that (no
+    # case_sensitive_like), whatever indexes the store offers for prefix patterns.
+    put(store, 1, "file_lines", [{"path": "/etc/SSH/sshd_config.d/10-City.conf", "line": "x"}])
+    query = (
+        "SELECT 1 FROM file_lines"
+        " WHERE path = '/etc/ssh/sshd_config' OR path LIKE '/etc/ssh/sshd_config.d/%.conf'"
+    )
+    checks = [make_check("like", query, ["file_lines"])]
+    result = evaluate(tmp_path / "posture.db", checks, status={"file_lines": None})["like"]
+    assert result.status is Status.PASS
