@@ -25,11 +25,12 @@ import random
 import sqlite3
 import time
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from agent import __version__
 from agent.collect import collect
 from agent.guard import ProbeBackoff, ResourceGuard, RestartRequested
+from agent.memory import freeze_startup_objects, release_memory, tune_allocator
 from agent.plan import CollectionPlan
 from agent.sources.base import FactSource
 from agent.spool import Enrollment, Spool, SpoolFullError
@@ -47,10 +48,7 @@ __all__ = ["AGENT_VERSION", "Agent", "DeliveryLog"]
 
 log = logging.getLogger("posture.agent")
 
-try:
-    AGENT_VERSION = version("posture")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    AGENT_VERSION = "0.0.0"
+AGENT_VERSION = __version__
 
 #: Batches written to the stream but not yet acknowledged, at most.
 IN_FLIGHT = 32
@@ -132,7 +130,9 @@ class Agent:
             seq,
             changed,
         )
+        del collection  # the rows are in the spool now; give their memory back
         self._spooled.set()
+        await asyncio.to_thread(release_memory)
         return seq
 
     async def _collect_forever(self) -> None:
@@ -246,6 +246,8 @@ class Agent:
     async def run(self, enrollment: Enrollment) -> None:
         """The daemon: collect on the interval; connect when the spool holds batches, close
         once they are acknowledged (see the module docstring), back off when refused."""
+        tune_allocator()  # before the collection and gRPC threads make heaps of their own
+        freeze_startup_objects()
         collector = asyncio.create_task(self._collect_forever())
         backoff = BACKOFF_FIRST
         try:

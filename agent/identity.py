@@ -12,21 +12,18 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from agent.collect import collect
 from agent.plan import CollectionPlan
 from agent.sources import platform
 from agent.sources.base import FactSource, TableRequest
+
+# cryptography (15 MB of memory, 80 ms to import) is imported by the functions that use it:
+# an agent that authenticates with a credential, not a client certificate, never needs it.
 
 __all__ = [
     "ClientTls",
@@ -63,6 +60,8 @@ def host_identity(sources: Sequence[FactSource], agent_version: str) -> dict[str
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` readable by its owner only, atomically (a temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import tempfile  # with shutil, bz2 and lzma: only when writing a key or certificate
+
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -92,6 +91,9 @@ def request_token(state_dir: Path) -> str:
 
 def new_key() -> bytes:
     """A fresh ECDSA P-256 private key, PEM (PKCS#8)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -99,6 +101,11 @@ def new_key() -> bytes:
 
 def signing_request(key_pem: bytes, hostname: str) -> bytes:
     """A CSR for ``key_pem``. The collector ignores its subject: only the key matters."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = serialization.load_pem_private_key(key_pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError("the agent's key is not an ECDSA key")
@@ -110,6 +117,8 @@ def signing_request(key_pem: bytes, hostname: str) -> bytes:
 def renewal_due(certificate_pem: bytes, now: datetime) -> bool:
     """Renew once two thirds of the lifetime have passed: a 30-day certificate after 20
     days, leaving 10 for an agent that was off or offline to come back and renew."""
+    from cryptography import x509
+
     cert = x509.load_pem_x509_certificate(certificate_pem)
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     return now >= start + (end - start) * 2 / 3

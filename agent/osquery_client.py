@@ -22,17 +22,15 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from osquery.extensions.ExtensionManager import Client as ExtensionManagerClient
-from osquery.extensions.ttypes import ExtensionCode
-from thrift.protocol import TBinaryProtocol
-from thrift.Thrift import TApplicationException, TException
-from thrift.transport import TSocket, TTransport
+if TYPE_CHECKING:
+    from thrift.Thrift import TException
 
 __all__ = [
     "DEFAULT_SOCKET_PATHS",
@@ -110,6 +108,8 @@ def _describe_os_error(error: BaseException | None, timeout: float) -> str:
 
 def _describe_transport_error(error: TException, timeout: float) -> str:
     """Say why an open connection stopped working (EOF, deadline, reset...)."""
+    from thrift.transport import TTransport
+
     if isinstance(error, TTransport.TTransportException):
         if error.type == TTransport.TTransportException.TIMED_OUT:
             return f"no answer within {timeout:g}s"
@@ -127,6 +127,8 @@ def _new_socket(path: str, connect_timeout: float) -> Any:
         from osquery.TPipe import TPipe
 
         return TPipe(pipe_name=path, timeout=int(connect_timeout * 1000))
+    from thrift.transport import TSocket
+
     sock = TSocket.TSocket(unix_socket=path)
     sock.setTimeout(connect_timeout * 1000)
     return sock
@@ -134,6 +136,8 @@ def _new_socket(path: str, connect_timeout: float) -> Any:
 
 def _checked_rows(response: Any, sql: str) -> list[dict[str, str]]:
     """Rows of an ``ExtensionResponse``, or OsqueryError when its status is a failure."""
+    from osquery.extensions.ttypes import ExtensionCode
+
     status = response.status
     if status is None:
         raise OsqueryError(ExtensionCode.EXT_FATAL, "response without a status", sql)
@@ -171,10 +175,21 @@ class OsqueryClient:
 
     def open(self) -> None:
         """Connect, or raise OsqueryUnavailable saying whether the socket is missing, refused
-        or forbidden. Opening an open client is a no-op."""
+        or forbidden. Opening an open client is a no-op.
+
+        osquery's Thrift bindings are imported here, not with this module: on the many hosts
+        without osqueryd, a missing socket is reported before paying ~20 ms to import them.
+        """
         with self._lock:
             if self._manager is not None:
                 return
+            if sys.platform != "win32" and not os.path.exists(self.socket_path):
+                reason = _describe_os_error(FileNotFoundError(), self.connect_timeout)
+                raise OsqueryUnavailable(self.socket_path, reason)
+            from osquery.extensions.ExtensionManager import Client as ExtensionManagerClient
+            from thrift.protocol import TBinaryProtocol
+            from thrift.transport import TSocket, TTransport
+
             sock = _new_socket(self.socket_path, self.connect_timeout)
             transport = TTransport.TBufferedTransport(sock)
             try:
@@ -213,6 +228,8 @@ class OsqueryClient:
 
     def ping(self) -> None:
         """Check that osqueryd still answers on this connection."""
+        from osquery.extensions.ttypes import ExtensionCode
+
         status = self._call(lambda manager: manager.ping(), "ping")
         if status.code != ExtensionCode.EXT_SUCCESS:
             raise OsqueryError(status.code, status.message or "ping failed", "ping")
@@ -232,6 +249,9 @@ class OsqueryClient:
 
     def _call(self, request: Callable[[Any], _T], sql: str) -> _T:
         """Send one request, mapping Thrift's failures onto this module's two exceptions."""
+        from osquery.extensions.ttypes import ExtensionCode
+        from thrift.Thrift import TApplicationException, TException
+
         with self._lock:
             if self._manager is None:
                 raise OsqueryUnavailable(self.socket_path, "not connected (call open() first)")

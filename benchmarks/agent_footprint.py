@@ -9,6 +9,10 @@
   gzip size of the encoded message (gRPC adds a 5-byte frame header and HTTP/2 framing).
 - The daemon (``posture-agent run``) against a real collector with a short interval: its
   steady RSS and CPU per collection cycle, extrapolated to an hour at the 5-minute cadence.
+- The command line in a fresh process, as a laptop without the daemon runs it:
+  ``posture-agent facts`` (collect and print, no network) and ``posture-agent once``
+  (collect, connect with TLS, send, wait for the ack), whose gRPC, protobuf and asyncio
+  imports the collection alone does not pay.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import gzip
 import json
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,11 +87,27 @@ def _stored_batches(db: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
 
 
-def daemon_footprint(seconds: float, workdir: Path) -> tuple[list[float], float, int]:
-    """Run ``posture-agent run`` against a collector with a 2 s interval for ``seconds``.
+def cli_usage(plan_path: Path, state_dir: Path, runs: int) -> tuple[list[Usage], list[Usage]]:
+    """Fresh-process usage of ``posture-agent facts`` and of ``posture-agent once`` (after
+    a first ``once`` that sends the full report, so each measured one sends a delta)."""
+    agent = [sys.executable, "-m", "agent"]
+    facts = [run_measured([*agent, "facts", "--plan", str(plan_path)], cwd=ROOT)
+             for _ in range(runs)]  # fmt: skip
+    once = [*agent, "once", "--state-dir", str(state_dir)]
+    measured = [run_measured(once, cwd=ROOT) for _ in range(runs + 1)][1:]
+    if any(usage.returncode != 0 for usage in [*facts, *measured]):
+        raise RuntimeError("posture-agent facts or once failed")
+    return facts, measured
+
+
+def daemon_footprint(
+    seconds: float, workdir: Path, plan_path: Path | None = None, runs: int = 0
+) -> tuple[list[float], float, int, tuple[list[Usage], list[Usage]]]:
+    """Run ``posture-agent run`` against a collector with a 2 s interval for ``seconds``;
+    before it, ``runs`` fresh ``facts`` (for ``plan_path``) and ``once`` commands.
 
     Returns (RSS samples in MB after the first collection, CPU seconds per collection cycle,
-    cycles measured).
+    cycles measured, the command line's usage from ``cli_usage``).
     """
     with CollectorProcess(workdir / "collector", interval=2) as collector:
         assert collector.pki is not None
@@ -97,10 +118,13 @@ def daemon_footprint(seconds: float, workdir: Path) -> tuple[list[float], float,
              str(collector.pki.ca_cert), "--secret", collector.enroll_secret()],
             env=env, check=True, capture_output=True, cwd=ROOT,
         )  # fmt: skip
+        cli = cli_usage(plan_path, workdir / "agent", runs) if plan_path and runs else ([], [])
+        before = _stored_batches(collector.db)
         log = (workdir / "agent.log").open("wb")
         daemon = subprocess.Popen([*agent, "run"], env=env, stdout=log, stderr=log, cwd=ROOT)
         try:
-            return _watch_daemon(psutil.Process(daemon.pid), collector.db, seconds)
+            watched = _watch_daemon(psutil.Process(daemon.pid), collector.db, seconds, before)
+            return (*watched, cli)
         finally:
             daemon.terminate()
             daemon.wait(timeout=30)
@@ -108,10 +132,10 @@ def daemon_footprint(seconds: float, workdir: Path) -> tuple[list[float], float,
 
 
 def _watch_daemon(
-    process: psutil.Process, db: Path, seconds: float
+    process: psutil.Process, db: Path, seconds: float, before: int = 0
 ) -> tuple[list[float], float, int]:
     deadline = time.monotonic() + 60
-    while _stored_batches(db) < 2:  # past start-up and the first, full report
+    while _stored_batches(db) < before + 2:  # past start-up and its first report
         if time.monotonic() > deadline:
             raise RuntimeError("the agent daemon did not report")
         time.sleep(0.2)
@@ -132,7 +156,9 @@ def footprint_measures(runs: int, daemon_seconds: float) -> list[Measure]:
         workdir = Path(scratch)
         plan_path = write_plan(plan, workdir / "plan.json")
         usages = [collection_usage(plan_path) for _ in range(runs)]
-        rss, cpu_per_cycle, cycles = daemon_footprint(daemon_seconds, workdir)
+        rss, cpu_per_cycle, cycles, (facts, once) = daemon_footprint(
+            daemon_seconds, workdir, plan_path, runs
+        )
     sizes = wire_sizes(plan)
     per_hour = [cpu_per_cycle * 3600 / DEFAULT_CADENCE]
     measures = [
@@ -142,10 +168,16 @@ def footprint_measures(runs: int, daemon_seconds: float) -> list[Measure]:
                 [u.peak_rss_mb for u, _ in usages], "MB", 50),
         measure("one collection alone (no start-up): CPU", [w for _, w in usages], "s"),
         measure("daemon steady RSS (max of samples)", [max(rss)], "MB", 50),
+        measure("daemon steady RSS (median of samples)", [statistics.median(rss)], "MB"),
         measure(f"daemon CPU per collection cycle ({cycles} cycles)", [cpu_per_cycle], "s"),
         measure("daemon CPU per hour at the 5-minute cadence", per_hour, "s"),
         measure("daemon CPU share of one core at the 5-minute cadence",
                 [100 * p / 3600 for p in per_hour], "%", 0.1),
+        measure("`posture-agent facts`, fresh process: CPU", [u.cpu_seconds for u in facts], "s"),
+        measure("`posture-agent once` (collect, TLS, send, ack), fresh process: CPU",
+                [u.cpu_seconds for u in once], "s"),
+        measure("`posture-agent once`, fresh process: peak RSS",
+                [u.peak_rss_mb for u in once], "MB"),
     ]  # fmt: skip
     targets = {"first (full) report": 150.0, "no-change report": 2.0}
     for name, (raw, zipped) in sizes.items():

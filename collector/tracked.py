@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collector.policy.plan import CollectionPlan, PlannedTable
-from protos.posture.v1.tables import PATH_TABLES, TABLES, is_volatile_sysctl
+from protos.posture.v1.tables import KEYED_TABLES, PATH_TABLES, TABLES, is_volatile_sysctl
 
 __all__ = [
     "TRACKED",
@@ -287,6 +287,7 @@ TRACKED: tuple[TrackedView, ...] = (
         identity=("name",),
         compared=("current_value", "config_value"),
         collect=False,
+        paths={"system_controls": tuple(f"{prefix}%" for prefix in SYSCTL_PREFIXES)},
         derive=_security_sysctls,
         description="security-relevant kernel tunables (running and configured values)",
     ),
@@ -351,12 +352,15 @@ def plan_with_tracking(plan: CollectionPlan, platform: str) -> CollectionPlan:
     """
     tables = {table.name: table for table in plan.tables}
     for view in TRACKED:
-        if not view.collect or platform not in view.platforms:
+        if platform not in view.platforms:
             continue
         for source in view.sources:
             if source not in TABLES or platform not in TABLES[source].platforms:
                 continue
-            tables[source] = _merge(tables.get(source), view, source)
+            if view.collect:
+                tables[source] = _merge(tables.get(source), view, source)
+            elif source in KEYED_TABLES and source in tables:
+                tables[source] = _widen_rows(tables[source], view, source)
     merged = tuple(tables[name] for name in sorted(tables))
     return CollectionPlan(
         _plan_version(plan.interval_seconds, merged), plan.interval_seconds, merged
@@ -370,6 +374,16 @@ def _merge(planned: PlannedTable | None, view: TrackedView, source: str) -> Plan
         return PlannedTable(source, tuple(sorted(paths)), tuple(sorted(wanted)))
     columns = planned.columns and tuple(sorted(set(planned.columns) | wanted))
     return PlannedTable(source, tuple(sorted(set(planned.paths) | paths)), columns)
+
+
+def _widen_rows(planned: PlannedTable, view: TrackedView, source: str) -> PlannedTable:
+    """A keyed table the policies narrow to named rows also gets the rows a view tracks
+    of it (or every row when the view names none), so drift keeps its baseline's rows."""
+    if not planned.paths:
+        return planned
+    rows = view.paths.get(source, ())
+    merged = tuple(sorted(set(planned.paths) | set(rows))) if rows else ()
+    return PlannedTable(source, merged, planned.columns)
 
 
 def _plan_version(interval_seconds: int, tables: tuple[PlannedTable, ...]) -> str:

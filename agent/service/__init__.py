@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from agent.service import launchd, systemd, windows
 from agent.service.model import SYSTEMD_UNIT, AgentService, ServiceError, agent_service
 
 __all__ = ["AgentService", "Definition", "ServiceError", "agent_service", "render_definition"]
@@ -27,7 +26,12 @@ class Definition:
 def render_definition(
     service: AgentService, systemd_version: int | None = None, unit_dir: str | None = None
 ) -> Definition:
-    """The definition for ``service.platform``; systemd's version adds its newer keys."""
+    """The definition for ``service.platform``; systemd's version adds its newer keys.
+
+    Each renderer is imported when asked for, so the agent's other commands do not load
+    three platforms' renderers to build their argument parser."""
+    from agent.service import launchd, systemd, windows
+
     if service.platform == "linux":
         unit_path = PurePosixPath(unit_dir or systemd.UNIT_DIR) / SYSTEMD_UNIT
         text = systemd.render_unit(service, systemd_version)

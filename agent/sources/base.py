@@ -38,7 +38,9 @@ class ProbeError(Exception):
 
 @dataclass(frozen=True)
 class TableRequest:
-    """One table of a collection plan; ``paths`` only for file, hash and file_lines.
+    """One table of a collection plan; ``paths`` only for file, hash, file_lines and
+    registry (what to read), and for system_controls (the names of the rows to read; none:
+    every row; see ``KEYED_TABLES`` in the catalogue).
 
     ``columns`` is what the policies read; sources may fill every column regardless, the
     collection loop keeps only these before anything leaves the host.

@@ -28,6 +28,7 @@ from agent.osquery_client import (
 from agent.sources import platform as this_platform
 from agent.sources.base import ProbeError, Row, TableRequest
 from protos.posture.v1.tables import (
+    KEYED_TABLES,
     PATH_TABLES,
     TABLES,
     columns_for,
@@ -119,10 +120,11 @@ class OsquerySource:
         """Every row of ``request.name`` with exactly the catalogue's columns for this platform.
 
         Path tables (``file``, ``hash``) are read only for ``request.paths``; with no paths
-        there is nothing to read, so the result is empty rather than a filesystem walk.
+        there is nothing to read, so the result is empty rather than a filesystem walk. A
+        keyed table (``system_controls``) is read for the rows its paths name, or whole.
         """
         wanted = self._catalogue_columns(request.name)
-        where = self._path_filter(request)
+        where = self._row_filter(request)
         if where == "":
             return []
         try:
@@ -151,12 +153,16 @@ class OsquerySource:
         return columns_for(table, self.platform)
 
     @staticmethod
-    def _path_filter(request: TableRequest) -> str | None:
-        """The WHERE condition for a path table ("" when no paths), None for other tables."""
-        if request.name not in PATH_TABLES:
+    def _row_filter(request: TableRequest) -> str | None:
+        """The WHERE condition for a path table ("" when no paths) or a keyed table naming
+        rows; None to read every row."""
+        if request.name in KEYED_TABLES and request.paths:
+            column = KEYED_TABLES[request.name]
+        elif request.name not in PATH_TABLES:
             return None
-        # A plan's registry paths are key paths (osquery's ``key`` column), not value paths.
-        column = "key" if request.name == "registry" else "path"
+        else:
+            # A plan's registry paths are key paths (osquery's ``key`` column), not values.
+            column = "key" if request.name == "registry" else "path"
         try:
             return like_any_path(request.paths, column)
         except ValueError as exc:

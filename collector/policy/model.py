@@ -86,7 +86,8 @@ class Check:
     (optional) yields rows shown to auditors. ``tables`` lists every fact table the three
     statements read; ``paths`` gives, for each path table the check reads, the path
     literals (or LIKE patterns) its SQL constrains that table to: filesystem paths for
-    ``file``, ``hash`` and ``file_lines``, registry keys for ``registry``.
+    ``file``, ``hash`` and ``file_lines``, registry keys for ``registry``, and for keyed
+    tables (``system_controls``) the row names, ``%`` meaning every row.
     ``source`` and ``line`` locate the check in its pack file.
     """
 

@@ -19,6 +19,10 @@ for every path table the statement reads that has that column. A filesystem tabl
 without literals while another one has some inherits them (the usual ``file JOIN hash
 USING (path)``); a registry key is never inferred from a filesystem path.
 
+Keyed tables (``system_controls``) are narrowed the same way, by the names their key column
+is tested against (``collector.policy.keyed``); unlike a path table, one read without names
+is no error: it asks for every row.
+
 Registry keys must start with a full hive name, as osquery spells them: an abbreviation
 (``HKLM\\...``) would match nothing on any host, and ``HKEY_CURRENT_USER`` is the agent's
 own service profile, not the signed-in user's (per-user settings live under
@@ -30,6 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from collector.policy.keyed import find_keys
 from protos.posture.v1.tables import PATH_TABLES, TABLES
 
 __all__ = ["REGISTRY_HIVES", "find_paths", "registry_key_of", "sources"]
@@ -81,8 +86,16 @@ def registry_key_of(path: str) -> str:
 def find_paths(text: str, tables: Iterable[str]) -> tuple[Found, list[str]]:
     """Path literals per path table among ``tables`` read by ``text`` (SQL without
     comments), and the problems found: a path table with no literal, or a bad registry key.
+    Keyed tables among ``tables`` get the row names ``text`` reads (``find_keys``).
     """
-    read = sorted(set(tables) & PATH_TABLES)
+    tables = set(tables)
+    found, problems = _path_literals(text, tables)
+    found.update(find_keys(text, tables))
+    return found, problems
+
+
+def _path_literals(text: str, tables: set[str]) -> tuple[Found, list[str]]:
+    read = sorted(tables & PATH_TABLES)
     if not read:
         return {}, []
     aliases = {alias: t for alias, t in sources(text).items() if t in PATH_TABLES}

@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collector.policy.keyed import ALL_ROWS
 from collector.policy.model import Pack
-from protos.posture.v1.tables import PATH_TABLES, TABLES
+from protos.posture.v1.tables import KEYED_TABLES, PATH_TABLES, TABLES
 
 __all__ = ["ALWAYS_COLLECTED", "CollectionPlan", "PlannedTable", "collection_plan"]
 
@@ -31,6 +32,8 @@ class PlannedTable:
     ``paths`` (path tables only) are, for file, hash and file_lines, exact paths or osquery
     LIKE patterns (``%`` within one directory level, ``%%`` recursively), and for registry the
     keys whose values to read (``%`` within one key name; see ``collector.policy.paths``).
+    For a keyed table (``system_controls``) they are the names of the rows to read (``%``
+    wildcards), and empty means every row (``collector.policy.keyed``).
     ``columns`` are the columns the checks
     use, the only ones an agent needs to send; empty means every column (a table whose rows
     the checks only count, and the identity tables).
@@ -99,18 +102,32 @@ def collection_plan(
             if platform is not None and platform not in check.platforms:
                 continue
             for table in check.tables:
-                paths.setdefault(table, set()).update(check.paths.get(table, ()))
+                paths.setdefault(table, set()).update(_rows_read(check.paths, table))
                 columns.setdefault(table, set()).update(check.columns.get(table, ()))
     tables = tuple(
         PlannedTable(
             name,
-            tuple(sorted(paths[name])) if name in PATH_TABLES else (),
+            _planned_rows(name, paths[name]),
             () if name in every_column else tuple(sorted(columns[name])),
         )
         for name in sorted(paths)
         if name in TABLES
     )
     return CollectionPlan(_version(interval_seconds, tables), interval_seconds, tables)
+
+
+def _rows_read(paths: Mapping[str, tuple[str, ...]], table: str) -> tuple[str, ...]:
+    """The paths or row names one check reads of ``table``; a keyed table read without
+    names (a check built before row names existed) is read whole."""
+    rows = paths.get(table, ())
+    return (rows or (ALL_ROWS,)) if table in KEYED_TABLES else rows
+
+
+def _planned_rows(table: str, rows: set[str]) -> tuple[str, ...]:
+    """What the plan names of ``table``: paths, row names, or () for every row."""
+    if table in PATH_TABLES or (table in KEYED_TABLES and ALL_ROWS not in rows):
+        return tuple(sorted(rows))
+    return ()
 
 
 def _version(interval_seconds: int, tables: tuple[PlannedTable, ...]) -> str:

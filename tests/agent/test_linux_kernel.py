@@ -152,3 +152,68 @@ def test_this_hosts_kernel_modules_or_no_module_support() -> None:
     for row in kernel.collect_kernel_modules():
         assert tuple(row) == columns_for("kernel_modules", "linux")
         assert row["size"].isdigit()
+
+
+def _proc_sys_tree(root: Path) -> Path:
+    proc_sys = root / "sys"
+    for name, value in {
+        "kernel/randomize_va_space": "2",
+        "kernel/yama/ptrace_scope": "1",
+        "kernel/printk": "4\t4\t1\t7",
+        "net/ipv4/ip_forward": "0",
+        "net/ipv4/ip_forward_use_pmtu": "0",
+        "net/ipv4/icmp_echo_ignore_broadcasts": "1",
+        "net/ipv4/conf/all/rp_filter": "1",
+        "net/ipv4/conf/eth0.100/rp_filter": "2",
+        "vm/swappiness": "60",
+    }.items():
+        (proc_sys / name).parent.mkdir(parents=True, exist_ok=True)
+        (proc_sys / name).write_text(value + "\n")
+    return proc_sys
+
+
+def test_named_rows_are_the_only_ones_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc_sys = _proc_sys_tree(tmp_path)
+    read: list[str] = []
+    real_read = sysctl._read_value
+    monkeypatch.setattr(sysctl, "_read_value", lambda path: read.append(path) or real_read(path))
+    names = ("kernel.yama.ptrace_scope", "net.ipv4.ip_forward", "net.IPv4.icmp%", "x.y")
+    rows = sysctl.control_rows(proc_sys, sysctl.SysctlConfig(), names)
+    assert [row["name"] for row in rows] == [
+        "kernel.yama.ptrace_scope",
+        "net.ipv4.icmp_echo_ignore_broadcasts",  # the pattern, case ignored
+        "net.ipv4.ip_forward",  # exact: not ip_forward_use_pmtu
+    ]
+    assert sorted(Path(path).relative_to(proc_sys).as_posix() for path in read) == [
+        "kernel/yama/ptrace_scope",
+        "net/ipv4/icmp_echo_ignore_broadcasts",
+        "net/ipv4/ip_forward",
+    ]
+    assert all(tuple(row) == columns_for("system_controls", "linux") for row in rows)
+
+
+def test_name_patterns_span_dots_and_read_underscore_literally(tmp_path: Path) -> None:
+    proc_sys = _proc_sys_tree(tmp_path)
+    rows = sysctl.control_rows(proc_sys, sysctl.SysctlConfig(), ("net.ipv4.conf.%.rp_filter",))
+    assert [row["name"] for row in rows] == [
+        "net.ipv4.conf.all.rp_filter",
+        "net.ipv4.conf.eth0.100.rp_filter",
+    ]
+    assert sysctl.control_rows(proc_sys, sysctl.SysctlConfig(), ("kernel.printk_",)) == []
+
+
+def test_no_names_reads_every_row_as_before(tmp_path: Path) -> None:
+    proc_sys = _proc_sys_tree(tmp_path)
+    rows = sysctl.control_rows(proc_sys, sysctl.SysctlConfig(), ())
+    assert len(rows) == 9
+    assert sysctl.control_rows(proc_sys, sysctl.SysctlConfig(), ("%",)) == rows
+
+
+@linux_only
+def test_this_hosts_named_system_controls_match_the_whole_walk() -> None:
+    every = {row["name"]: row for row in sysctl.collect_system_controls()}
+    names = ("kernel.randomize_va_space", "net.ipv4.conf.all.%", "fs.suid_dumpable")
+    named = sysctl.collect_system_controls(names)
+    wanted = sysctl.NameFilter(names)
+    assert named == [row for name, row in sorted(every.items()) if wanted.matches(name)]
+    assert 2 < len(named) < len(every) / 10

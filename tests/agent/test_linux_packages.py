@@ -96,6 +96,24 @@ def test_dpkg_status_fields_map_to_osquery_columns() -> None:
     assert (rows["half"]["version"], rows["half"]["revision"]) == ("1:2.0", "")
 
 
+def test_dpkg_status_reads_only_the_planned_fields() -> None:
+    every = packages.parse_dpkg_status(DPKG_STATUS, "/var/lib/dpkg")
+    planned = packages.parse_dpkg_status(DPKG_STATUS, "/var/lib/dpkg", ("name", "revision"))
+    assert [row["name"] for row in planned] == [row["name"] for row in every]
+    openssl = planned[0]
+    assert tuple(openssl) == columns_for("deb_packages", "linux")
+    assert (openssl["revision"], openssl["maintainer"], openssl["status"]) == ("1~deb12u1", "", "")
+    for row, full in zip(planned, every, strict=True):
+        assert {k: v for k, v in row.items() if v} == {
+            k: full[k] for k in ("name", "version", "revision", "admindir") if full[k]
+        }
+
+
+def test_dpkg_stanzas_split_on_blank_lines_holding_spaces() -> None:
+    text = "Package: a\nStatus: install ok installed\n \nPackage: b\nStatus: install ok installed"
+    assert [row["name"] for row in packages.parse_dpkg_status(text)] == ["a", "b"]
+
+
 RPM_OUTPUT = (
     "bash\x1f5.1.8\x1f9.el9\x1fbash-5.1.8-9.el9.src.rpm\x1f7738634\x1f"
     "a5f1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3\x1fx86_64\x1f(none)\x1f1700000000\x1f"

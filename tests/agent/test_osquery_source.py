@@ -278,6 +278,23 @@ def test_registry_is_filtered_by_key_not_value_path(socket_path: str) -> None:
     assert [row["name"] for row in rows] == ["ScreenSaveTimeOut"]
 
 
+def test_system_controls_are_read_for_the_planned_names(socket_path: str) -> None:
+    rows = [
+        {"name": name, "current_value": "1", "subsystem": name.partition(".")[0]}
+        for name in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "vm.swappiness")
+    ]
+    with fake.serve_fake_osqueryd(socket_path, {"system_controls": rows}) as osqueryd:
+        source = OsquerySource(socket_path, platform="linux")
+        named = source.collect(TableRequest("system_controls", ("net.ipv4.conf.%", "x'y")))
+        every = source.collect(TableRequest("system_controls"))
+        source.close()
+    assert [row["name"] for row in named] == ["net.ipv4.conf.all.rp_filter"]
+    assert len(every) == 3  # no names: every row, as a plan from an older collector asks
+    queries = [sql for sql in osqueryd.queries if 'FROM "system_controls" WHERE' in sql]
+    wheres = [sql.partition(" WHERE ")[2] for sql in queries]
+    assert wheres == [""""name" LIKE 'net.ipv4.conf.%' OR "name" LIKE 'x''y'"""]
+
+
 def test_path_with_a_quote_is_escaped(source: OsquerySource, osqueryd: Any) -> None:
     rows = source.collect(TableRequest("file", (QUOTED_PATH,)))
     assert [row["path"] for row in rows] == [QUOTED_PATH]

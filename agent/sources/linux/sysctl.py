@@ -11,14 +11,18 @@ exactly what a hardening check needs: set now, but not persisted (or the reverse
 
 Entries the kernel will not let root read (write-only ones such as ``vm.compact_memory``,
 or ``stable_secret`` before it is set) are skipped, and so are counters that change on every
-read (``VOLATILE_SYSCTLS`` in the catalogue). The walk is about 1,300 small reads,
-done with raw ``os.open``/``os.read`` to keep it near 20 ms of CPU.
+read (``VOLATILE_SYSCTLS`` in the catalogue). A plan that names rows (``KEYED_TABLES``:
+``net.ipv4.ip_forward``, ``kernel.%``) is honoured by descending only into the directories
+that can hold a named entry and reading only those: about forty reads for the shipped packs
+instead of about 1,300. With no names, every entry is read, with raw ``os.open``/``os.read``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from protos.posture.v1.tables import is_volatile_sysctl
 __all__ = [
     "PROC_SYS",
     "SYSCTL_DIRS",
+    "NameFilter",
     "SysctlConfig",
     "collect_system_controls",
     "config_files",
@@ -127,31 +132,64 @@ def _read_value(path: str) -> str | None:
         os.close(fd)
 
 
-def _walk(directory: str, found: list[tuple[str, str]]) -> None:
-    """Collect (path, value) below ``directory``; folders that vanish mid-walk are skipped."""
+class NameFilter:
+    """The kernel parameters a plan names: exact names, or patterns where ``%`` matches any
+    run of characters (dots included) and ``_`` is itself; case is ignored (see
+    ``KEYED_TABLES`` in the catalogue)."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        lowered = {name.lower() for name in names}
+        self._exact = {name for name in lowered if "%" not in name}
+        patterns = sorted(lowered - self._exact)
+        self._pattern = re.compile(
+            "|".join(".*".join(map(re.escape, p.split("%"))) for p in patterns) or "(?!)"
+        )
+        self._stems = tuple(p.partition("%")[0] for p in patterns)
+
+    def matches(self, name: str) -> bool:
+        lowered = name.lower()
+        return lowered in self._exact or self._pattern.fullmatch(lowered) is not None
+
+    def may_hold(self, directory: str) -> bool:
+        """Whether an entry below ``directory`` (a dotted name) can match."""
+        below = directory.lower() + "."
+        return any(name.startswith(below) for name in self._exact) or any(
+            stem.startswith(below) or below.startswith(stem) for stem in self._stems
+        )
+
+
+def _walk(
+    directory: str, name: str, found: list[tuple[str, str]], wanted: NameFilter | None
+) -> None:
+    """Collect (dotted name, value) below ``directory`` (named ``name``), only where
+    ``wanted`` can match; folders that vanish mid-walk are skipped."""
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
+                entry_name = f"{name}.{entry.name}" if name else entry.name
                 if entry.is_dir(follow_symlinks=False):
-                    _walk(entry.path, found)
+                    if wanted is None or wanted.may_hold(entry_name):
+                        _walk(entry.path, entry_name, found, wanted)
+                    continue
+                if wanted is not None and not wanted.matches(entry_name):
                     continue
                 value = _read_value(entry.path)
                 if value is not None:
-                    found.append((entry.path, value))
+                    found.append((entry_name, value))
     except OSError:
         return
 
 
-def control_rows(proc_sys: Path, config: SysctlConfig) -> list[Row]:
-    """One row per readable entry under ``proc_sys``, named like ``kernel.randomize_va_space``."""
+def control_rows(proc_sys: Path, config: SysctlConfig, names: Iterable[str] = ()) -> list[Row]:
+    """One row per readable entry under ``proc_sys``, named like ``kernel.randomize_va_space``:
+    every entry, or only those ``names`` match when it names any."""
     if not proc_sys.is_dir():
         raise ProbeError(f"system_controls: {proc_sys} is not mounted")
+    names = tuple(names)
     found: list[tuple[str, str]] = []
-    _walk(str(proc_sys), found)
-    prefix = len(str(proc_sys)) + 1
+    _walk(str(proc_sys), "", found, NameFilter(names) if names else None)
     rows = []
-    for path, value in sorted(found):
-        name = path[prefix:].replace("/", ".")
+    for name, value in sorted(found):
         if is_volatile_sysctl(name):
             continue
         values = {
@@ -165,6 +203,7 @@ def control_rows(proc_sys: Path, config: SysctlConfig) -> list[Row]:
     return rows
 
 
-def collect_system_controls() -> list[Row]:
+def collect_system_controls(names: Iterable[str] = ()) -> list[Row]:
+    """This host's kernel parameters: every one, or those ``names`` (a plan's) match."""
     config = load_config(config_files(SYSCTL_DIRS, SYSCTL_CONF))
-    return control_rows(PROC_SYS, config)
+    return control_rows(PROC_SYS, config, names)

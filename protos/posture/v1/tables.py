@@ -30,6 +30,12 @@ Path tables (``PATH_TABLES``) are gathered only for the paths the collection pla
   matches any run of characters inside one key name (LIKE semantics, case-insensitive as
   the registry is); ``_`` is literal, because it is common in real key names. Missing keys
   and values give no rows (absence is a fact: a policy not set by Group Policy).
+
+Keyed tables (``KEYED_TABLES``) are key-value tables a plan may narrow to the rows it names,
+in the same ``paths`` field: ``system_controls`` by ``name`` (``kernel.randomize_va_space``).
+``%`` matches any run of characters (dots included), ``_`` is literal and the match ignores
+case, as for registry keys. A plan naming no rows asks for every row (what a collector
+that predates row names sends), so the field only ever narrows a table, never empties it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "KEYED_TABLES",
     "PATH_TABLES",
     "TABLES",
     "VOLATILE_SYSCTLS",
@@ -57,6 +64,10 @@ WINDOWS = frozenset({"windows"})
 #: Tables that are only gathered for the paths a collection plan names (osquery requires a
 #: ``path`` or ``key`` constraint for them too); see the module docstring for the semantics.
 PATH_TABLES = frozenset({"file", "hash", "file_lines", "registry"})
+
+#: Key-value tables a plan may narrow to named rows: table -> the column its names match
+#: (see the module docstring). An agent reads ten kernel parameters, not 1,300.
+KEYED_TABLES: dict[str, str] = {"system_controls": "name"}
 
 #: Kernel tunables (``system_controls.name`` prefixes) that are counters or change on every
 #: read: state, not settings. Agents leave them out, whichever source read the table: any one
