@@ -8,11 +8,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from collector.cli_common import add_common, add_user, emit, parse_instant, parse_since
+from collector.cli_common import add_common, add_user, parse_instant, parse_since
 from collector.drift import EventKind
 from collector.governance import Governance
 from collector.policy.model import FRAMEWORKS
-from collector.reporting import ReportRequest, issue_report, verify_report
+from collector.reporting import ReportRequest, issue_report_file, issue_report_to, verify_report
 from collector.reports import FORMATS, sidecar
 from collector.reports.drift import event_document, render_events
 from collector.retention import compact
@@ -73,9 +73,11 @@ def _report(args: argparse.Namespace, service: PostureService) -> int:
         framework=args.framework,
         as_of=parse_instant(args.as_of) if args.as_of else None,
     )
-    issued = issue_report(service, request)
-    emit(issued.data, args.output)
-    if args.output is not None:
+    if args.output is None:
+        issued = issue_report_to(service, request, sys.stdout.buffer)
+        sys.stdout.flush()
+    else:
+        issued = issue_report_file(service, request, args.output)
         sidecar_path = args.output.with_name(args.output.name + ".sha256")
         sidecar_path.write_text(sidecar(issued.sha256, args.output.name))
         print(f"report written to {args.output}", file=sys.stderr)

@@ -10,24 +10,33 @@ force. Only the policy packs' text is today's (their versions and SHA-256 are st
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import TracebackType
 
 from collector.groups import host_groups
 from collector.model import Host
 from collector.policy.model import Check, Status
 from collector.scoring import FleetScore, HostScore, Scored, fleet_score, host_score
 from collector.store import HostActivity, ResultAt, SqliteStore
+from collector.store.report_reads import HostRow, ResultRow
 from collector.waivers import Waiver, applicable_waiver, lapsed_waiver
 
 __all__ = [
     "STALE_AFTER_INTERVALS",
+    "FleetAsOf",
     "HostAsOf",
+    "HostRecord",
     "ResultAsOf",
     "Scope",
     "Snapshot",
+    "StoredRow",
+    "canonical_evidence",
+    "instant_text",
+    "instants",
     "is_stale",
     "stale_reason",
     "take_snapshot",
@@ -176,3 +185,204 @@ def _group_scores(hosts: Sequence[HostAsOf], checks: Mapping[str, Check]) -> dic
         group: fleet_score(_scored(view.results, checks) for view in members[group])
         for group in sorted(members)
     }
+
+
+# Streaming: the fleet as of an instant, one host at a time ------------------------------
+
+#: A stored result as a streamed report reads it, as stored: (host_id, check_id, status,
+#: reason, evidence_sha256, status since, changed at). Instants are stored text: pass
+#: them through ``instant_text``; a status is one of ``Status``'s values in a sound store.
+StoredRow = ResultRow
+
+_STATUSES = frozenset(status.value for status in Status)
+_FAILING = frozenset({Status.FAIL.value, Status.ERROR.value})
+#: Distinct evidence texts kept between pages (a fleet's failures share many).
+_EVIDENCE_CACHE = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    """One host as of the instant: identity, groups, activity (instants as report text),
+    staleness, and its stored results (``StoredRow``, as stored) sorted by check id, in
+    scope only. ``evidence`` maps the digests of the results that carry their evidence to
+    its canonical JSON text."""
+
+    id: int
+    hostname: str
+    hardware_uuid: str
+    hardware_serial: str
+    platform: str
+    os_version: str
+    agent_version: str
+    enrolled_at: str
+    groups: tuple[str, ...]
+    last_seen_at: str | None
+    facts_collected_at: str | None
+    evaluated_at: str | None
+    stale: bool
+    last_collected: datetime | None
+    results: list[StoredRow]
+    evidence: Mapping[str, str]
+
+
+_INSTANTS: dict[str, str] = {}
+
+
+def instants() -> Mapping[str, str]:
+    """The instants ``instant_text`` has seen, stored text -> report text: a hot loop may
+    look a value up here first and call ``instant_text`` only when it is missing."""
+    return _INSTANTS
+
+
+def instant_text(stored: str) -> str:
+    """A stored instant as reports spell it (``iso``), parsed once per distinct text: a
+    fleet's results share few instants, and parsing also refuses a malformed one."""
+    text = _INSTANTS.get(stored)
+    if text is None:
+        if len(_INSTANTS) >= 100_000:
+            _INSTANTS.clear()
+        text = datetime.fromisoformat(stored).isoformat(timespec="microseconds")
+        _INSTANTS[stored] = text
+    return text
+
+
+def canonical_evidence(stored: str) -> str:
+    """Stored evidence JSON as canonical JSON (sorted keys, no whitespace, UTF-8)."""
+    rows = json.loads(stored)
+    return json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class FleetAsOf:
+    """The hosts of ``scope`` as of ``at``, read a page at a time inside one read
+    transaction (use it as a context manager), so memory holds one page, never the fleet.
+
+    ``evidence_for`` is ``"all"`` (every result carries its evidence rows) or
+    ``"failing"`` (only results stored as fail or error do; the others keep their digest).
+    """
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        checks: Mapping[str, Check],
+        at: datetime,
+        scope: Scope,
+        *,
+        evidence_for: str = "all",
+        page_size: int = 500,
+    ) -> None:
+        if evidence_for not in ("all", "failing"):
+            raise ValueError(f"evidence_for must be 'all' or 'failing', not {evidence_for!r}")
+        self.store, self.at, self.scope = store, at, scope
+        self.checks = {
+            check_id: check
+            for check_id, check in checks.items()
+            if scope.check_ids is None or check_id in scope.check_ids
+        }
+        self.evidence_for = evidence_for
+        self.page_size = page_size
+        self.waivers: tuple[Waiver, ...] = ()
+        #: Waivers by the check they name: a result whose check has none, on a host that
+        #: is not stale, is shown as stored (``shown`` need not be asked).
+        self.waivers_by_check: dict[str, list[Waiver]] = {}
+        self._evidence: dict[str, str] = {}
+        self._reading = False
+
+    def __enter__(self) -> FleetAsOf:
+        self._context = self.store.read_snapshot()
+        self._context.__enter__()
+        self._reading = True
+        self._rules = self.store.group_rules()
+        self.waivers = tuple(w for w in self.store.list_waivers() if w.requested_at <= self.at)
+        for waiver in self.waivers:
+            self.waivers_by_check.setdefault(waiver.check_id, []).append(waiver)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._reading = False
+        self._context.__exit__(kind, error, trace)
+
+    def hosts(self) -> Iterator[HostRecord]:
+        """Every host in scope, by id."""
+        if not self._reading:
+            raise RuntimeError("FleetAsOf is read inside its with block")
+        after = 0
+        while True:
+            page = self.store.report_host_page(self.at, after, self.page_size, self.scope.host_ids)
+            if not page:
+                return
+            after = page[-1][0]
+            members = [(row, g) for row in page if (g := self._groups(row)) is not None]
+            yield from self._records(members)
+
+    def _groups(self, row: HostRow) -> tuple[str, ...] | None:
+        """The host's groups, or None when the scope's group excludes it."""
+        groups = host_groups(row[3], row[9], self._rules, self.at)
+        return groups if self.scope.group is None or self.scope.group in groups else None
+
+    def _records(self, members: list[tuple[HostRow, tuple[str, ...]]]) -> Iterator[HostRecord]:
+        by_host: dict[int, list[StoredRow]] = {row[0]: [] for row, _ in members}
+        checks, every, wanted = self.checks, self.evidence_for == "all", set()
+        for result in self.store.report_results(self.at, list(by_host)):
+            if result[1] in checks:
+                by_host[result[0]].append(result)
+                if every or result[2] in _FAILING:
+                    wanted.add(result[4])
+        evidence = self._page_evidence(wanted)
+        for host, groups in members:
+            results = by_host[host[0]]
+            results.sort()
+            yield self._record(host, groups, results, evidence)
+
+    def _page_evidence(self, wanted: set[str]) -> dict[str, str]:
+        """Canonical evidence text for every digest this page prints (read once each)."""
+        missing = wanted - self._evidence.keys()
+        if len(self._evidence) + len(missing) > _EVIDENCE_CACHE:
+            self._evidence = {d: t for d, t in self._evidence.items() if d in wanted}
+        found = self.store.evidence_texts(missing)
+        if len(found) != len(missing):
+            lost = sorted(missing - found.keys())[0]
+            raise ValueError(f"evidence {lost} is referenced by a result but not stored")
+        for digest, text in found.items():
+            self._evidence[digest] = canonical_evidence(text)
+        return self._evidence
+
+    def _record(
+        self,
+        row: HostRow,
+        groups: tuple[str, ...],
+        results: list[StoredRow],
+        evidence: Mapping[str, str],
+    ) -> HostRecord:
+        host_id, uuid, serial, hostname, platform, os_version, agent = row[:7]
+        enrolled, interval, _, collected, received, evaluated = row[7:]
+        last_collected = datetime.fromisoformat(collected) if collected else None
+        return HostRecord(
+            host_id, hostname, uuid, serial, platform, os_version, agent,
+            instant_text(enrolled), groups,
+            instant_text(received) if received else None,
+            instant_text(collected) if collected else None,
+            instant_text(evaluated) if evaluated else None,
+            is_stale(last_collected, interval, self.at), last_collected, results, evidence,
+        )  # fmt: skip
+
+    def shown(
+        self, host: HostRecord, check_id: str, status: str, reason: str
+    ) -> tuple[str, str, Waiver | None, Waiver | None]:
+        """A stored result as the report shows it: (status, reason, covering waiver,
+        lapsed waiver), after the stale overlay (see ``_host_as_of``, the same rules)."""
+        if host.stale and status != Status.NOTAPPLICABLE:
+            reason = stale_reason(host.last_collected, Status(status))
+            status = Status.UNKNOWN.value
+        covering = self.waivers_by_check.get(check_id)
+        if not covering:
+            return status, reason, None, None
+        waiver = applicable_waiver(covering, host.id, host.groups, check_id, self.at)
+        lapsed = None
+        if waiver is None:
+            lapsed = lapsed_waiver(covering, host.id, host.groups, check_id, self.at)
+        return status, reason, waiver, lapsed

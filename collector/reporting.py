@@ -6,22 +6,41 @@ from the history floor (the retention boundary) up to it. The rendered file's SH
 recorded in the database with the report's instant, scope and author, so
 ``posture-collector report verify FILE`` can later say whether a file is one the collector
 issued, unaltered.
+
+A report is streamed (``collector.reports.stream``): into memory for the dashboard and the
+API (``issue_report``), or straight into a file (``issue_report_file``: a temporary file
+beside it, renamed into place once complete, so a failed report leaves nothing behind)
+or any binary stream (``issue_report_to``), hashing the bytes as they are written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from collector.governance import Governance
-from collector.history import Scope, take_snapshot
+from collector.history import FleetAsOf, Scope
 from collector.policy.model import FRAMEWORKS
-from collector.reports import Report, build_report, file_sha256, render
+from collector.reports import Report, ReportSpec, file_sha256, renderer_for, stream_report
+from collector.reports.model import iso
 from collector.service import PostureService, ServiceError
 from collector.store import IssuedReport
 
-__all__ = ["IssuedFile", "ReportRequest", "issue_report", "verify_report"]
+__all__ = [
+    "Issued",
+    "IssuedFile",
+    "ReportRequest",
+    "issue_report",
+    "issue_report_file",
+    "issue_report_to",
+    "verify_report",
+]
 
 
 @dataclass(frozen=True)
@@ -35,10 +54,32 @@ class ReportRequest:
 
 
 @dataclass(frozen=True)
+class Issued:
+    """A report written out: the file's SHA-256, and the report without its hosts."""
+
+    sha256: str
+    report: Report
+
+
+@dataclass(frozen=True)
 class IssuedFile:
+    """A report held in memory (fine for a group; a fleet's is better sent to a file)."""
+
     data: bytes
     sha256: str
     report: Report
+
+
+class _Hashing:
+    """A binary stream that hashes what goes through it."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.out.write(data)
 
 
 def _scope(governance: Governance, request: ReportRequest) -> tuple[Scope, dict[str, Any]]:
@@ -59,8 +100,8 @@ def _scope(governance: Governance, request: ReportRequest) -> tuple[Scope, dict[
     return Scope(host_ids, request.group, check_ids), described
 
 
-def issue_report(service: PostureService, request: ReportRequest) -> IssuedFile:
-    """Produce, render and register one report."""
+def issue_report_to(service: PostureService, request: ReportRequest, out: IO[bytes]) -> Issued:
+    """Produce one report into ``out``, and register it."""
     store = service.store
     sealed = store.seal(service.clock())
     as_of = request.as_of or sealed
@@ -72,23 +113,47 @@ def issue_report(service: PostureService, request: ReportRequest) -> IssuedFile:
             f"history before {floor.isoformat()} was compacted; a report as of"
             f" {as_of.isoformat()} cannot be reproduced exactly"
         )
-    governance = Governance(service)
-    scope, described = _scope(governance, request)
-    checks = {
-        check_id: check
-        for check_id, check in service.checks.items()
-        if scope.check_ids is None or check_id in scope.check_ids
-    }
-    snapshot = take_snapshot(store, checks, as_of, scope)
-    report = build_report(snapshot, service.packs, checks, request.framework, sealed, described)
-    data = render(report, request.fmt)
-    digest = file_sha256(data)
+    scope, described = _scope(Governance(service), request)
+    evidence_for = "all" if request.host is not None else "failing"
+    fleet = FleetAsOf(store, service.checks, as_of, scope, evidence_for=evidence_for)
+    renderer = renderer_for(
+        request.fmt, fleet.checks, service.packs, iso(as_of) or "", iso(sealed) or "",
+        one_host=request.host is not None,
+    )  # fmt: skip
+    spec = ReportSpec(service.packs, request.framework, sealed, described)
+    hashing = _Hashing(out)
+    with fleet:
+        report = stream_report(fleet, spec, renderer, hashing)  # type: ignore[arg-type]
+    digest = hashing.digest.hexdigest()
     store.record_issued_report(
         IssuedReport(
             digest, report.content_sha256, request.fmt, sealed, as_of, described, request.user
         )
     )
-    return IssuedFile(data, digest, report)
+    return Issued(digest, report)
+
+
+def issue_report(service: PostureService, request: ReportRequest) -> IssuedFile:
+    """Produce, render and register one report, held in memory."""
+    buffer = io.BytesIO()
+    issued = issue_report_to(service, request, buffer)
+    return IssuedFile(buffer.getvalue(), issued.sha256, issued.report)
+
+
+def issue_report_file(service: PostureService, request: ReportRequest, path: Path) -> Issued:
+    """Produce one report into the file ``path``: written beside it under a temporary
+    name and renamed into place when complete, so ``path`` is never half a report."""
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    # Created as ``open`` creates files (mode 0666 less the umask), unlike mkstemp's 0600.
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            issued = issue_report_to(service, request, handle)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return issued
 
 
 def verify_report(service: PostureService, data: bytes) -> list[IssuedReport]:

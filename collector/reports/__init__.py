@@ -1,40 +1,60 @@
 """Presentation: compliance reports (table, JSON, CSV, HTML, PDF) and drift listings.
 
-``build_report`` turns a ``collector.history.Snapshot`` into the canonical document;
-``render`` turns the document into a file's bytes in any format.
+``stream_report`` reads the fleet as of an instant host by host (``collector.history``),
+builds each host's part of the canonical document and hands it to a format's renderer
+(``renderer_for``), which writes the file once the totals and the content digest are known.
 """
 
 from __future__ import annotations
 
-from collector.reports.html import render_html, render_pdf
-from collector.reports.model import SCHEMA, Report, build_report, collector_version
+from collections.abc import Mapping, Sequence
+
+from collector.policy.model import Check, Pack
+from collector.reports.html import CompactRenderer, HtmlRenderer, PdfRenderer
+from collector.reports.model import SCHEMA, Report, collector_version
 from collector.reports.render import (
+    CsvRenderer,
+    JsonRenderer,
+    TableRenderer,
     file_sha256,
-    render_csv,
-    render_json,
-    render_table,
     sidecar,
 )
+from collector.reports.stream import Renderer, ReportSpec, stream_report
 
 __all__ = [
     "FORMATS",
     "SCHEMA",
+    "Renderer",
     "Report",
-    "build_report",
+    "ReportSpec",
     "collector_version",
     "file_sha256",
-    "render",
+    "renderer_for",
     "sidecar",
+    "stream_report",
 ]
 
 FORMATS = ("table", "json", "csv", "html", "pdf")
 
 
-def render(report: Report, fmt: str) -> bytes:
-    """The report as the bytes of a file in format ``fmt``."""
+def renderer_for(
+    fmt: str,
+    checks: Mapping[str, Check],
+    packs: Sequence[Pack],
+    as_of: str,
+    generated_at: str,
+    *,
+    one_host: bool,
+) -> Renderer:
+    """The renderer of format ``fmt``; a PDF is detailed for one host, compact otherwise."""
+    if fmt == "table":
+        return TableRenderer(checks)
+    if fmt == "json":
+        return JsonRenderer()
+    if fmt == "csv":
+        return CsvRenderer(checks, packs, as_of, generated_at)
+    if fmt == "html":
+        return HtmlRenderer(checks)
     if fmt == "pdf":
-        return render_pdf(report)
-    text = {"table": render_table, "json": render_json, "csv": render_csv, "html": render_html}
-    if fmt not in text:
-        raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return text[fmt](report).encode()
+        return PdfRenderer(HtmlRenderer(checks) if one_host else CompactRenderer(checks))
+    raise ValueError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")

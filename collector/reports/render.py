@@ -1,22 +1,30 @@
-"""Render a report document as text, JSON or CSV, and digest the rendered file.
+"""Render a streamed report as text, JSON or CSV, and digest the rendered file.
 
-Every renderer is a pure function of the document, and the document's only part that
-depends on when the report was produced is ``generated_at``; so two reports of the same
-instant differ only there, in every format.
+Every renderer sees each host once (``host``) and writes the file at the end (``finish``),
+when the scores and the content digest are known. The document's only part that depends
+on when the report was produced is ``generated_at``; so two reports of the same instant
+differ only there, in every format.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
-from typing import Any
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
 
-from collector.policy.model import FRAMEWORKS, Status
-from collector.reports.model import Report
+from collector.policy.model import FRAMEWORKS, Check, Pack, Status
+from collector.reports.stream import HostView, Renderer, Spool, canonical
 
-__all__ = ["file_sha256", "render_csv", "render_json", "render_table", "sidecar"]
+__all__ = [
+    "CSV_COLUMNS",
+    "CsvRenderer",
+    "JsonRenderer",
+    "TableRenderer",
+    "csv_field",
+    "file_sha256",
+    "sidecar",
+]
 
 CSV_COLUMNS = (
     "host_id",
@@ -45,78 +53,98 @@ CSV_COLUMNS = (
     "report_content_sha256",
     "report_generated_at",
 )
+_PASS = Status.PASS.value
 
 
-def render_json(report: Report) -> str:
-    """Compact JSON with sorted keys (``jq .`` pretty-prints it): the C encoder, which
-    indenting would bypass, keeps a fleet report's JSON several times faster."""
-    return json.dumps(report.document, sort_keys=True, ensure_ascii=False) + "\n"
+class JsonRenderer(Renderer):
+    """The canonical JSON itself, streamed as it is hashed, then its seal: compact, keys
+    sorted, except ``content_sha256`` and ``generated_at``, which close the document (they
+    are not part of the content they seal). ``jq .`` pretty-prints it."""
+
+    reads_results = False
+    is_canonical_json = True
+
+    def host(self, view: HostView) -> None:
+        """Nothing to add: the hosts' canonical JSON is this format's body."""
+
+    def finish(self, document: Mapping[str, Any], out: IO[bytes]) -> None:
+        seal = {k: document[k] for k in ("content_sha256", "generated_at")}
+        out.write(("," + canonical(seal)[1:] + "\n").encode())
 
 
-def _check_columns(check: dict[str, Any]) -> list[str]:
-    """The CSV columns that depend on the check alone, from ``policy`` to the frameworks."""
-    refs = [
-        " ".join(ref["control"] for ref in check["frameworks"].get(framework, []))
-        for framework in FRAMEWORKS
-    ]
-    return [check["title"], check["severity"], check["pack"], check["pack_version"] or "", *refs]
+def csv_field(value: str) -> str:
+    """One CSV field, quoted only when it must be (as ``csv``'s QUOTE_MINIMAL does)."""
+    if '"' in value:
+        return '"' + value.replace('"', '""') + '"'
+    if "," in value or "\n" in value or "\r" in value:
+        return '"' + value + '"'
+    return value
 
 
-def render_csv(report: Report) -> str:
-    """One row per (host, check), with the policy's name and every framework's ids."""
-    doc = report.document
-    per_check = {check["id"]: _check_columns(check) for check in doc["checks"]}
-    evidence: dict[str, str] = {}
-    report_columns = [doc["as_of"], doc["content_sha256"], doc["generated_at"]]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for host in doc["hosts"]:
-        host_columns = [
-            host["facts_collected_at"] or "",
-            host["evaluated_at"] or "",
-            host["hardware_serial"],
-            " ".join(host["groups"]),
-            host["agent_version"],
-        ]
-        for result in host["results"]:
-            title, severity, pack, pack_version, *refs = per_check[result["check_id"]]
-            digest = result["evidence_sha256"]
-            if digest not in evidence:
-                evidence[digest] = json.dumps(
-                    result["evidence"], sort_keys=True, ensure_ascii=False
-                )
-            writer.writerow(
-                [
-                    host["id"],
-                    host["hostname"],
-                    host["hardware_uuid"],
-                    result["check_id"],
-                    title,
-                    result["status"],
-                    result["raw_status"],
-                    "yes" if result["waived"] else "no",
-                    result["waiver_id"] or "",
-                    severity,
-                    pack,
-                    pack_version,
-                    *refs,
-                    result["reason"] or result["waiver_note"],
-                    result["since"],
-                    *host_columns,
-                    digest,
-                    evidence[digest],
-                    *report_columns,
-                ]
+def _check_fields(check: Check, packs: Mapping[str, Pack]) -> tuple[str, str]:
+    """The CSV fields that depend on the check alone: (``policy``, ``severity`` through
+    the frameworks), joined and quoted once per report rather than once per row."""
+    pack = packs.get(check.pack)
+    refs = [" ".join(ref.control for ref in check.frameworks.get(f, ())) for f in FRAMEWORKS]
+    tail = [check.severity.value, check.pack, pack.version if pack else "", *refs]
+    return csv_field(check.title), ",".join(csv_field(value) for value in tail)
+
+
+class CsvRenderer(Renderer):
+    """One row per (host, check), with the policy's name and every framework's ids. Rows
+    are spooled with a random placeholder where the content digest goes, replaced when
+    the file is written (the digest covers every host, so it is known only then)."""
+
+    def __init__(
+        self, checks: Mapping[str, Check], packs: Sequence[Pack], as_of: str, generated_at: str
+    ) -> None:
+        by_name = {pack.name: pack for pack in packs}
+        self._checks = {cid: _check_fields(check, by_name) for cid, check in checks.items()}
+        self._token = secrets.token_hex(32)
+        self._report = f"{csv_field(as_of)},{self._token},{csv_field(generated_at)}\n"
+        self._spool = Spool()
+
+    def host(self, view: HostView) -> None:
+        r = view.record
+        head = f"{r.id},{csv_field(r.hostname)},{csv_field(r.hardware_uuid)}"
+        tail = ",".join(
+            csv_field(value)
+            for value in (
+                r.facts_collected_at or "",
+                r.evaluated_at or "",
+                r.hardware_serial,
+                " ".join(r.groups),
+                r.agent_version,
             )
-    return out.getvalue()
+        )
+        checks, report = self._checks, self._report
+        rows = []
+        for result in view.results:
+            title, fields = checks[result.check_id]
+            waiver = "" if result.waiver_id is None else result.waiver_id
+            rows.append(
+                f"{head},{csv_field(result.check_id)},{title},{result.status},"
+                f"{result.raw_status},{'yes' if result.waived else 'no'},{waiver},{fields},"
+                f"{csv_field(result.reason or result.waiver_note)},{result.since},{tail},"
+                f"{result.evidence_sha256},{csv_field(result.evidence or '')},{report}"
+            )
+        self._spool.write("".join(rows))
+
+    def finish(self, document: Mapping[str, Any], out: IO[bytes]) -> None:
+        out.write((",".join(CSV_COLUMNS) + "\n").encode())
+        token, digest = self._token.encode(), str(document["content_sha256"]).encode()
+        for chunk in self._spool.chunks(whole_lines=True):
+            out.write(chunk.replace(token, digest))
+
+    def close(self) -> None:
+        self._spool.close()
 
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}%"
 
 
-def _score_line(score: dict[str, Any]) -> str:
+def score_line(score: Mapping[str, Any]) -> str:
     coverage = "n/a" if score["coverage"] is None else f"{100 * score['coverage']:.0f}%"
     return (
         f"score {_percent(score['raw_percent'])} raw, {_percent(score['adjusted_percent'])}"
@@ -126,38 +154,55 @@ def _score_line(score: dict[str, Any]) -> str:
     )
 
 
-def render_table(report: Report) -> str:
-    doc = report.document
-    checks = {check["id"]: check for check in doc["checks"]}
-    scope = ", ".join(f"{k} {v}" for k, v in sorted(doc["scope"].items()) if v is not None)
-    lines = [
-        f"Posture compliance report as of {doc['as_of']}",
-        f"  generated {doc['generated_at']} by posture-collector {doc['collector']['version']}",
-        f"  scope: {scope}",
-    ]
-    lines += [f"  pack {p['name']} {p['version']} sha256 {p['sha256']}" for p in doc["packs"]]
-    lines.append(f"Summary over {doc['summary']['hosts']} host(s): {_score_line(doc['summary'])}")
-    lines += [f"  group {g['name']}: {_score_line(g['score'])}" for g in doc["groups"]]
-    for host in doc["hosts"]:
-        stale = " STALE" if host["stale"] else ""
-        lines += [
+class TableRenderer(Renderer):
+    """Text for a terminal: the header and summary, then per host its non-passing checks."""
+
+    def __init__(self, checks: Mapping[str, Check]) -> None:
+        self._checks = {cid: (c.severity.value, c.title) for cid, c in checks.items()}
+        self._spool = Spool()
+
+    def host(self, view: HostView) -> None:
+        r = view.record
+        stale = " STALE" if r.stale else ""
+        lines = [
             "",
-            f"Host {host['id']} {host['hostname']} ({host['os_version']}, agent"
-            f" {host['agent_version']}){stale}: {_score_line(host['score'])}",
-            f"  facts collected {host['facts_collected_at']}, evaluated {host['evaluated_at']}",
+            f"Host {r.id} {r.hostname} ({r.os_version}, agent {r.agent_version}){stale}:"
+            f" {score_line(view.score)}",
+            f"  facts collected {r.facts_collected_at}, evaluated {r.evaluated_at}",
         ]
-        for result in host["results"]:
-            if result["status"] == Status.PASS.value:
+        for result in view.results:
+            if result.status == _PASS:
                 continue
-            check = checks[result["check_id"]]
-            note = result["reason"] or result["waiver_note"]
-            waived = " (waived)" if result["waived"] else ""
+            severity, title = self._checks[result.check_id]
+            note = result.reason or result.waiver_note
+            waived = " (waived)" if result.waived else ""
             lines.append(
-                f"  {result['status'].upper():<13} {check['severity']:<8}"
-                f" {check['id']}: {check['title']}{waived}{f' ({note})' if note else ''}"
+                f"  {result.status.upper():<13} {severity:<8}"
+                f" {result.check_id}: {title}{waived}{f' ({note})' if note else ''}"
             )
-    lines += ["", f"content sha256 {doc['content_sha256']}"]
-    return "\n".join(lines) + "\n"
+        self._spool.write("\n".join(lines) + "\n")
+
+    def finish(self, document: Mapping[str, Any], out: IO[bytes]) -> None:
+        doc = document
+        scope = ", ".join(f"{k} {v}" for k, v in sorted(doc["scope"].items()) if v is not None)
+        lines = [
+            f"Posture compliance report as of {doc['as_of']}",
+            f"  generated {doc['generated_at']} by posture-collector {doc['collector']['version']}",
+            f"  scope: {scope}",
+        ]
+        lines += [f"  pack {p['name']} {p['version']} sha256 {p['sha256']}" for p in doc["packs"]]
+        lines.append(f"  evidence: {doc['evidence_notice']}")
+        lines.append(
+            f"Summary over {doc['summary']['hosts']} host(s): {score_line(doc['summary'])}"
+        )
+        lines += [f"  group {g['name']}: {score_line(g['score'])}" for g in doc["summary_by_group"]]
+        out.write(("\n".join(lines) + "\n").encode())
+        for chunk in self._spool.chunks():
+            out.write(chunk)
+        out.write(f"\ncontent sha256 {doc['content_sha256']}\n".encode())
+
+    def close(self) -> None:
+        self._spool.close()
 
 
 def file_sha256(data: bytes) -> str:

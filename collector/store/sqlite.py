@@ -30,6 +30,7 @@ from collector.store.hosts import HostsMixin
 from collector.store.identity import IdentityMixin
 from collector.store.ingest import FactsMixin
 from collector.store.leases import LeasesMixin
+from collector.store.report_reads import ReportReadsMixin
 from collector.store.results import ResultsMixin
 from collector.store.schema import migrate
 from collector.store.waivers import WaiversMixin
@@ -51,6 +52,7 @@ class SqliteStore(
     AccessMixin,
     IdentityMixin,
     LeasesMixin,
+    ReportReadsMixin,
 ):
     """The collector's storage on one SQLite file.
 

@@ -125,7 +125,7 @@ def test_the_json_report_follows_its_documented_schema_and_states_what_auditors_
 ) -> None:
     doc = _document(scenario.issue("json")[0])
     jsonschema.validate(doc, SCHEMA)
-    assert doc["schema"] == "posture.report/1" and doc["collector"]["name"] == "posture-collector"  # type: ignore[index]
+    assert doc["schema"] == "posture.report/2" and doc["collector"]["name"] == "posture-collector"  # type: ignore[index]
     (pack,) = doc["packs"]  # type: ignore[misc]
     assert (pack["name"], pack["version"], len(pack["sha256"])) == ("report-test", "2.1", 64)
     hosts = {h["hostname"]: h for h in doc["hosts"]}  # type: ignore[attr-defined]
@@ -160,7 +160,7 @@ def test_the_json_report_follows_its_documented_schema_and_states_what_auditors_
 
 #: Where each format states its generation time (and nowhere else).
 _GENERATED = {
-    "json": re.compile(rb'"generated_at": "[^"]+"'),
+    "json": re.compile(rb'"generated_at":"[^"]+"'),
     "csv": re.compile(rb",[^,\n]+\n"),  # the last column of every row
     "html": re.compile(rb"<dt>Generated</dt><dd>[^<]+</dd>"),
     "table": re.compile(rb"generated \S+ by"),
@@ -211,9 +211,9 @@ def test_reports_filter_by_group_host_and_framework(scenario: Scenario) -> None:
     assert sorted(h["hostname"] for h in doc["hosts"]) == sorted([HOSTILE, "pd-1"])  # type: ignore[attr-defined]
     assert [c["id"] for c in doc["checks"]] == ["test.linux.only-root-uid-0"]  # type: ignore[attr-defined]
     assert doc["framework"] == {"key": "cjis", "name": "CJIS Security Policy"}
-    (control,) = doc["controls"]  # type: ignore[misc]
+    (control,) = doc["summary_by_control"]  # type: ignore[misc]
     assert (control["control"], control["pass"], control["fail"]) == ("5.5.2.1", 1, 1)
-    assert [g["name"] for g in doc["groups"]] == ["Police"]  # type: ignore[attr-defined]
+    assert [g["name"] for g in doc["summary_by_group"]] == ["Police"]  # type: ignore[attr-defined]
     assert doc["waivers"] == []  # the Parks waiver is out of scope
     one = _document(scenario.issue("json", host="parks-1")[0])
     assert [h["hostname"] for h in one["hosts"]] == ["parks-1"]  # type: ignore[attr-defined]
@@ -266,19 +266,69 @@ def test_the_html_report_is_self_contained_escaped_and_complete(scenario: Scenar
     assert "@page" in html  # print layout
 
 
-def test_the_pdf_report_renders_to_pages_that_show_the_hosts(scenario: Scenario) -> None:
-    data = scenario.issue("pdf", group="Police")[0]
+def _pdf_text(data: bytes) -> tuple[int, str]:
     pdf = pypdfium2.PdfDocument(data)
     try:
-        assert len(pdf) >= 3  # the summary, then one page per host
-        text = "\n".join(pdf[i].get_textpage().get_text_range() for i in range(len(pdf)))
-        assert "pd-1" in text and "Only root has UID 0" in text and "5.5.2.1" in text
         image = pdf[0].render(scale=1).to_pil().convert("L")
         low, high = image.getextrema()
         assert high - low > 100  # ink on paper, not a blank page
         assert sum(image.histogram()[:128]) > 500  # dark pixels: text and rules
+        text = "\n".join(pdf[i].get_textpage().get_text_range() for i in range(len(pdf)))
+        return len(pdf), text
     finally:
         pdf.close()
+
+
+def test_a_group_pdf_is_the_compact_layout_a_line_per_host_and_its_failing_checks(
+    scenario: Scenario,
+) -> None:
+    pages, text = _pdf_text(scenario.issue("pdf", group="Police")[0])
+    assert pages >= 2  # the header and summary, then the hosts
+    assert "Compact group layout" in text and "5.5.2.1" in text
+    assert "Host 1 pd-1" in text and "test.linux.only-root-uid-0" in text  # the failing check
+    assert "Only root has UID 0" in text  # its title, in the checks table
+    assert "toor" not in text  # evidence rows stay in the JSON, CSV and HTML
+
+
+def test_a_host_pdf_is_detailed_with_its_evidence_rows(scenario: Scenario) -> None:
+    pages, text = _pdf_text(scenario.issue("pdf", host="pd-1")[0])
+    assert pages >= 2  # the summary, then the host's own page
+    assert "Compact group layout" not in text
+    assert "username=toor" in text and "Only root has UID 0" in text
+
+
+def test_fleet_reports_carry_evidence_for_failing_results_only_and_say_so(
+    scenario: Scenario,
+) -> None:
+    fleet = _document(scenario.issue("json")[0])
+    assert fleet["evidence"] == "failing" and "fail or error only" in str(fleet["evidence_notice"])
+    results = [r for h in fleet["hosts"] for r in h["results"]]  # type: ignore[attr-defined]
+    for result in results:
+        assert len(result["evidence_sha256"]) == 64
+        if result["raw_status"] in ("fail", "error"):
+            assert isinstance(result["evidence"], list)
+        else:
+            assert result["evidence"] is None
+    assert any(r["evidence"] for r in results)
+    one = _document(scenario.issue("json", host="pd-1")[0])
+    assert one["evidence"] == "all"
+    (host,) = one["hosts"]  # type: ignore[misc]
+    passing = [r for r in host["results"] if r["status"] == "pass"]
+    assert passing and all(isinstance(r["evidence"], list) for r in passing)
+    for fmt, notice in (("table", b"evidence: Fleet-wide"), ("html", b"Fleet-wide report")):
+        assert notice in scenario.issue(fmt)[0]
+
+
+def test_the_json_file_is_the_canonical_json_followed_by_its_seal(scenario: Scenario) -> None:
+    data = scenario.issue("json")[0]
+    doc = _document(data)
+    sealed = b',"content_sha256":"%s","generated_at":"%s"}\n' % (
+        str(doc["content_sha256"]).encode(),
+        str(doc["generated_at"]).encode(),
+    )
+    assert data.endswith(sealed)
+    body = data[: -len(sealed)] + b"}"
+    assert hashlib.sha256(body).hexdigest() == doc["content_sha256"]
 
 
 def test_issued_reports_verify_and_altered_ones_do_not(scenario: Scenario) -> None:
