@@ -278,6 +278,45 @@ def test_every_linux_check_evaluates_on_this_machine(
             assert result.reason == "", f"{result.check_id}: {result.reason}"
 
 
+# --- the SSH parser reads every line that can set a keyword --------------------------------
+
+SSH_DROP_IN = "/etc/ssh/sshd_config.d/50-local.conf"
+
+
+@pytest.mark.parametrize(
+    ("pack", "check_id", "line"),
+    [
+        ("city-baseline", "city.linux.ssh-root-login-disabled", 'Permit"Root"Login yes'),
+        ("city-baseline", "city.linux.ssh-max-auth-tries", "MaxAuthTries\t10"),
+        ("cis-linux-l1", "cis.linux.sshd-ignore-rhosts", "ignorerhosts=no"),
+        (
+            "cis-linux-l1",
+            "cis.linux.sshd-hostbased-auth-disabled",
+            '  HostbasedAuthentication "yes"',
+        ),
+    ],
+)
+def test_ssh_checks_see_every_spelling_of_a_setting(
+    tmp_path: Path, empty_store: Path, pack: str, check_id: str, line: str
+) -> None:
+    """The SSH checks parse only the lines that can set their keywords (see the packs'
+    "Cost" note); a setting quoted, indented, lower-case, or separated by a tab or "=", in
+    an included drop-in, must still turn the passing host into a failing one."""
+    check = _check(check_id)
+    fixture = _fixture(pack, check_id, "pass")
+    tables: dict[str, list[dict[str, str]]] = dict(fixture["tables"])
+    tables["file_lines"] = [*tables["file_lines"], {"path": SSH_DROP_IN, "line": line}]
+    db_path = tmp_path / "facts.db"
+    shutil.copyfile(empty_store, db_path)
+    _store(db_path, tables)
+
+    (result,) = _evaluate(db_path, [check], "linux", dict.fromkeys(tables), None)
+
+    assert result.status is Status.FAIL, result.reason
+    if '"' not in line:  # the evidence finds lines by their keyword as written
+        assert {"path": SSH_DROP_IN, "line": line.strip()} in result.evidence
+
+
 # --- the check reference for auditors ---------------------------------------------------
 
 REFERENCE = POLICIES.parent / "docs" / "policy-reference.md"

@@ -30,6 +30,15 @@ consistent snapshot of its facts even while new facts are being committed, and s
 clock: ``posture_now()`` is the time the evaluation started (by the evaluator's ``clock``,
 the wall clock unless a caller evaluating "as of" a date or replaying a fixture sets one),
 whatever the checks take.
+
+Scratch tables: the connection keeps SQLite's temporary B-trees in memory
+(``temp_store = MEMORY``). Checks build many small ones (a CTE read twice is materialized,
+``GROUP BY`` and ``ORDER BY`` sort, ``IN (SELECT ...)`` builds a lookup), and with the
+default file-backed temp store each costs more to set up than to fill. Measured on a host
+with an SSH server, whose SSH checks each materialize a parsed sshd_config: one such
+statement alone took half the CPU, the host's full evaluation 10-15 % less (a host without
+one: no measurable change). A runaway statement's rows now grow memory rather than a
+temporary file; the VM-step budget bounds how many it makes.
 """
 
 from __future__ import annotations
@@ -144,6 +153,8 @@ class Evaluator:
         self._source = FileFactSource(source) if isinstance(source, (str, Path)) else source
         self._conn = self._source.open(4 * len(self._checks) + 64)
         harden(self._conn)
+        # Before the TEMP views (changing it drops them): see "Scratch tables" above.
+        self._conn.execute("PRAGMA temp_store = MEMORY")
         register_osquery_functions(self._conn)
         self._host_id = -1
         # Deterministic: constant within one statement (which it is), so SQLite reads it

@@ -350,3 +350,43 @@ def test_like_on_paths_stays_case_insensitive_as_in_osquery(
     checks = [make_check("like", query, ["file_lines"])]
     result = evaluate(tmp_path / "posture.db", checks, status={"file_lines": None})["like"]
     assert result.status is Status.PASS
+
+
+def test_a_runaway_query_filling_a_scratch_table_is_aborted(
+    store: sqlite3.Connection, tmp_path: Path
+) -> None:
+    # Scratch tables live in memory (module docstring): the step budget, not a temporary
+    # file's size, is what stops a statement that keeps feeding rows to a sort.
+    forever = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n)"
+    forever += " SELECT x FROM n ORDER BY x DESC"
+    checks = [make_check("sorting", forever, ()), make_check("fine", ROOT_ONLY)]
+    results = evaluate(tmp_path / "posture.db", checks, max_vm_steps=200_000)
+    assert results["sorting"].status is Status.ERROR
+    assert results["sorting"].reason == "query aborted after 200000 SQLite steps (runaway query?)"
+    assert results["fine"].status is Status.PASS
+
+
+def test_checks_that_build_scratch_tables_give_the_same_answers(
+    store: sqlite3.Connection, tmp_path: Path
+) -> None:
+    # A CTE read twice is materialized, GROUP BY and ORDER BY sort, IN (SELECT) builds a
+    # lookup: each makes a scratch table, on host 2 as on host 1.
+    twice = (
+        "WITH admins AS (SELECT username FROM users WHERE uid = 0)"
+        " SELECT 1 WHERE (SELECT count(*) FROM admins) = 1"
+        " AND EXISTS (SELECT 1 FROM admins WHERE username = 'root')"
+    )
+    grouped = "SELECT 1 WHERE NOT EXISTS (SELECT uid FROM users GROUP BY uid HAVING count(*) > 1)"
+    looked_up = "SELECT 1 FROM users WHERE uid IN (SELECT uid FROM users WHERE username = 'root')"
+    evidence = "SELECT username FROM users ORDER BY username DESC"
+    checks = [
+        make_check("twice", twice, evidence=evidence),
+        make_check("grouped", grouped),
+        make_check("looked-up", looked_up),
+    ]
+    db = tmp_path / "posture.db"
+    one, two = evaluate(db, checks, host_id=1), evaluate(db, checks, host_id=2)
+    assert [r.status for r in one.values()] == [Status.PASS, Status.PASS, Status.PASS]
+    assert [r.status for r in two.values()] == [Status.FAIL, Status.FAIL, Status.PASS]
+    assert one["twice"].evidence == ({"username": "root"}, {"username": "ana"})
+    assert two["twice"].evidence == ({"username": "toor"}, {"username": "root"})
