@@ -20,6 +20,7 @@ import psutil
 from benchmarks.agent_footprint import footprint_measures
 from benchmarks.common import Measure, measure, print_table
 from benchmarks.evaluation import evaluation_measures
+from benchmarks.ingest import ingest_measures
 from benchmarks.loadgen import LoadResult, run_load
 from benchmarks.openscap import openscap_measures
 from benchmarks.report_cost import report_measures
@@ -38,6 +39,7 @@ class Sizes:
     load_seconds: float
     load_processes: int
     idle_streams: int
+    ingest_hosts: int = 200
 
 
 QUICK = Sizes(
@@ -50,19 +52,20 @@ QUICK = Sizes(
     load_seconds=8,
     load_processes=1,
     idle_streams=100,
+    ingest_hosts=20,
 )
 FULL = Sizes(
     runs=5,
     daemon_seconds=60,
     evaluation_hosts=(100, 1_000),
-    report_hosts=(1_000, 5_000),
+    report_hosts=(50_000,),
     load_agents=1_000,
     load_cadences=(40.0, 20.0, 10.0, 6.0),
     load_seconds=40,
     load_processes=1,
     idle_streams=2_000,
 )
-SECTIONS = ("agent", "openscap", "evaluation", "report", "load")
+SECTIONS = ("agent", "openscap", "evaluation", "ingest", "report", "load")
 
 
 def _load_measures(sizes: Sizes) -> list[Measure]:
@@ -129,6 +132,10 @@ def _section(name: str, sizes: Sizes) -> tuple[str, list[Measure] | str]:
         "evaluation": lambda: (
             "Evaluation cost (real store, hosts derived from this machine)",
             evaluation_measures(sizes.evaluation_hosts, max(1, sizes.runs - 2)),
+        ),
+        "ingest": lambda: (
+            f"Ingest in-process (writer thread per delta, {sizes.ingest_hosts} hosts stored)",
+            ingest_measures(sizes.ingest_hosts, sizes.runs),
         ),
         "report": lambda: (
             "Fleet report cost (posture-collector report, fresh process per run)",

@@ -12,19 +12,23 @@ shapes follow osquery's differential results plus Wazuh FIM's ``modified`` with
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from operator import itemgetter
+from typing import Any, cast
 
 from collector.policy.model import Status
 from collector.tracked import Row, TrackedView
+from protos.posture.v1.tables import TABLES, Column
 
 __all__ = [
     "Change",
     "DriftEvent",
     "EventKind",
     "EventType",
+    "Keyed",
     "RowChange",
     "State",
     "StoredEvent",
@@ -32,7 +36,11 @@ __all__ = [
     "canonical",
     "changed_fields",
     "compliance_drift",
+    "diff_keyed",
     "diff_states",
+    "full_state",
+    "keyed_state",
+    "keyed_state_of_values",
     "view_state",
 ]
 
@@ -51,19 +59,136 @@ def view_state(view: TrackedView, tables: Mapping[str, Sequence[Row]]) -> State:
     Rows sharing an identity are merged: each compared column then holds the sorted
     distinct values joined by newlines, so a duplicate never hides a difference.
     """
-    merged: dict[str, dict[str, set[str]]] = {}
-    for row in view.rows(tables):
-        if view.identity:
-            identity = canonical({column: row.get(column, "") for column in view.identity})
-        else:
-            identity = canonical({column: value for column, value in row.items() if value != ""})
-        values = merged.setdefault(identity, {column: set() for column in view.compared})
-        for column in view.compared:
-            values[column].add(row.get(column, ""))
-    return {
-        identity: canonical({column: "\n".join(sorted(v)) for column, v in values.items()})
-        for identity, values in merged.items()
-    }
+    return full_state(view, keyed_state(view, tables))
+
+
+#: A view's state before it is spelled as JSON: identity key -> compared values (joined as
+#: ``view_state`` joins them). Two keyed states of one view compare exactly as their
+#: ``view_state`` spellings do; building one costs a tuple per row instead of two JSON dumps.
+Keyed = dict[tuple[Any, ...], tuple[str, ...]]
+Texts = tuple[str, ...]
+
+
+def keyed_state(view: TrackedView, tables: Mapping[str, Sequence[Row]]) -> Keyed:
+    """``view``'s keyed state from its sources' rows (mappings of text values)."""
+    identity = view.identity
+    compared = view.compared
+    return _merged(
+        (
+            tuple(row.get(column, "") for column in identity)
+            if identity
+            else tuple(sorted((column, value) for column, value in row.items() if value != "")),
+            tuple(row.get(column, "") for column in compared),
+        )
+        for row in view.rows(tables)
+    )
+
+
+def keyed_state_of_values(
+    view: TrackedView, columns: Sequence[str], values: Iterable[Sequence[Any]]
+) -> Keyed:
+    """``view``'s keyed state from its single source's rows as value tuples over
+    ``columns`` (text; None for NULL; numbers only in the catalogue's INTEGER and REAL
+    columns; a column not in ``columns`` is NULL), without making a mapping per row.
+    Views that derive their rows (``view.derive``) need ``keyed_state``."""
+    if view.derive is not None:
+        raise ValueError(f"view {view.name} derives its rows: use keyed_state")
+    if not view.identity:
+        return _merged((tuple(sorted(_pairs(columns, row))), ()) for row in values)
+    catalogue = {column.name: column for column in TABLES[view.sources[0]].columns}
+    texts = _texts([catalogue[name] for name in columns], (*view.identity, *view.compared))
+    width = len(view.identity)
+    return _merged((text[:width], text[width:]) for text in map(texts, values))
+
+
+def _texts(columns: Sequence[Column], names: Sequence[str]) -> Callable[[Sequence[Any]], Texts]:
+    """A function giving a row's values of ``names`` as ``host_rows`` spells them ("" for
+    NULL or a column the table lacks). The common case, text columns only, costs one
+    ``itemgetter`` call and a membership test per row."""
+    index = {column.name: position for position, column in enumerate(columns)}
+    positions = [index.get(name) for name in names]
+    textual = all(
+        position is not None and columns[position].sql_type == "TEXT" for position in positions
+    )
+    if not textual or not positions:
+        return lambda row: tuple(_text(row, position) for position in positions)
+    picked = cast(list[int], positions)
+    get = itemgetter(*picked) if len(picked) > 1 else lambda row: (row[picked[0]],)
+
+    def texts(row: Sequence[Any]) -> Texts:
+        found: Texts = get(row)
+        return found if None not in found else tuple("" if v is None else v for v in found)
+
+    return texts
+
+
+def _text(row: Sequence[Any], position: int | None) -> str:
+    """A stored value as ``host_rows`` spells it ("" for NULL or a column the table lacks)."""
+    if position is None:
+        return ""
+    value = row[position]
+    return "" if value is None else value if type(value) is str else str(value)
+
+
+def _pairs(columns: Sequence[str], row: Sequence[object]) -> Iterator[tuple[str, str]]:
+    for column, value in zip(columns, row, strict=True):
+        if value is not None and (text := str(value)) != "":
+            yield column, text
+
+
+def _merged(rows: Iterable[tuple[tuple[Any, ...], tuple[str, ...]]]) -> Keyed:
+    """Identity -> values, merging rows that share an identity (``view_state``'s rule)."""
+    state: Keyed = {}
+    shared: dict[tuple[Any, ...], list[tuple[str, ...]]] = {}
+    for identity, values in rows:
+        first = state.setdefault(identity, values)
+        if first is not values:
+            shared.setdefault(identity, [first]).append(values)
+    for identity, all_values in shared.items():
+        state[identity] = tuple(
+            "\n".join(sorted(set(column))) for column in zip(*all_values, strict=True)
+        )
+    return state
+
+
+def full_state(view: TrackedView, keyed: Keyed) -> State:
+    """A keyed state spelled as ``State`` (canonical JSON identities and values)."""
+    return {_identity_json(view, key): _values_json(view, values) for key, values in keyed.items()}
+
+
+def _identity_json(view: TrackedView, key: tuple[Any, ...]) -> str:
+    return canonical(dict(zip(view.identity, key, strict=True)) if view.identity else dict(key))
+
+
+def _values_json(view: TrackedView, values: tuple[str, ...]) -> str:
+    return canonical(dict(zip(view.compared, values, strict=True)))
+
+
+def diff_keyed(view: TrackedView, old: Keyed, new: Keyed) -> list[RowChange]:
+    """Row-level changes from ``old`` to ``new`` (``diff_states``'s result, spelling only
+    the rows that changed)."""
+    changes: list[tuple[tuple[Any, ...], tuple[str, ...] | None, tuple[str, ...] | None]] = []
+    for key, values in new.items():
+        before = old.get(key)
+        if before != values:
+            changes.append((key, before, values))
+    changes += [(key, values, None) for key, values in old.items() if key not in new]
+    spelled = [
+        (
+            _identity_json(view, key),
+            None if before is None else _values_json(view, before),
+            None if after is None else _values_json(view, after),
+        )
+        for key, before, after in changes
+    ]
+    return [
+        RowChange(view.name, _kind(before, after), identity, before, after)
+        for identity, before, after in sorted(spelled, key=lambda change: change[0])
+    ]
+
+
+def _kind(before: str | None, after: str | None) -> Change:
+    return Change.ADDED if before is None else Change.REMOVED if after is None else Change.MODIFIED
 
 
 class Change(StrEnum):
@@ -88,12 +213,8 @@ def diff_states(view: str, old: Mapping[str, str], new: Mapping[str, str]) -> li
     changes = []
     for identity in sorted(old.keys() | new.keys()):
         before, after = old.get(identity), new.get(identity)
-        if before == after:
-            continue
-        change = (
-            Change.ADDED if before is None else Change.REMOVED if after is None else Change.MODIFIED
-        )
-        changes.append(RowChange(view, change, identity, before, after))
+        if before != after:
+            changes.append(RowChange(view, _kind(before, after), identity, before, after))
     return changes
 
 

@@ -170,11 +170,30 @@ class PostureService:
     def ingest(self, host: Host, batch: FactBatch) -> IngestOutcome:
         """Store the batch (once), then re-evaluate only the checks whose tables changed."""
         outcome = self.store.apply_batch(host.id, batch, self.clock())
-        if outcome.changed_tables:
-            self.evaluate_host(host, outcome.changed_tables)
-        if self.after_ingest is not None and not outcome.duplicate:
-            self.after_ingest()
+        self.evaluate_stored([(host, outcome)])
         return outcome
+
+    def store_batches(
+        self, batches: Sequence[tuple[Host, FactBatch]]
+    ) -> list[IngestOutcome | Exception]:
+        """Store several batches with one commit (group commit: the writer pays one fsync
+        for all); each outcome, or the exception that batch raised, in order. Acknowledge
+        them once this returns, then ``evaluate_stored`` them."""
+        return self.store.apply_batches([(host.id, batch) for host, batch in batches], self.clock())
+
+    def evaluate_stored(self, stored: Sequence[tuple[Host, IngestOutcome]]) -> None:
+        """Re-evaluate what stored batches changed: each host once, for every table its
+        batches changed. Results are derived from committed facts and recomputed when
+        ``serve`` starts, so their commits skip the fsync (``deferred_sync``)."""
+        tables: dict[int, tuple[Host, set[str]]] = {}
+        for host, outcome in stored:
+            if outcome.changed_tables:
+                tables.setdefault(host.id, (host, set()))[1].update(outcome.changed_tables)
+        with self.store.deferred_sync():
+            for host, changed in tables.values():
+                self.evaluate_host(host, changed)
+        if self.after_ingest is not None and any(not outcome.duplicate for _, outcome in stored):
+            self.after_ingest()
 
     def evaluate_host(self, host: Host, only_tables: Collection[str] | None = None) -> None:
         states = self.store.table_states(host.id)
@@ -197,12 +216,14 @@ class PostureService:
         """Flips, and a score drop measured on the checks the host had results for before
         (a newly added check is not the host getting worse)."""
         before = {r.check_id: r for r in previous if r.check_id in self.checks}
-        after = before | {r.check_id: r for r in current if r.check_id in before}
         flips = [
             (r.check_id, before[r.check_id].status if r.check_id in before else None, r.status)
             for r in current
             if r.check_id not in before or before[r.check_id].status != r.status
         ]
+        if not any(check_id in before for check_id, _, _ in flips):
+            return compliance_drift(flips, None, None, self.score_drop_points)  # same score
+        after = before | {r.check_id: r for r in current if r.check_id in before}
         return compliance_drift(
             flips,
             self._score(tuple(before.values())).percent,

@@ -67,7 +67,11 @@ def _epoch(row: tuple[str, int, str, str | None]) -> SpoolEpoch:
 
 def stored_seq(conn: sqlite3.Connection, host_id: int, batch: FactBatch, now: datetime) -> int:
     """The seq ``batch`` is stored under (inside the ingest transaction); a new spool
-    starts a new epoch, a superseded one raises ``StaleSpoolError``."""
+    starts a new epoch, a superseded one raises ``StaleSpoolError``.
+
+    Ingest holds the host's row lock (``collector.store.ingest``), so collectors sharing
+    PostgreSQL do not race here; should one start the same epoch anyway, the other takes
+    its base rather than failing on the key."""
     rows = conn.execute(
         "SELECT spool_id, base_seq, started_at, superseded_at FROM spool_epochs"
         " WHERE host_id = ? AND (spool_id = ? OR superseded_at IS NULL)",
@@ -89,13 +93,22 @@ def stored_seq(conn: sqlite3.Connection, host_id: int, batch: FactBatch, now: da
             conn.execute("SELECT last_seq FROM hosts WHERE id = ?", (host_id,)).fetchone()[0]
         )
         conn.execute(
-            "UPDATE spool_epochs SET superseded_at = ? WHERE host_id = ? AND spool_id = ?",
+            "UPDATE spool_epochs SET superseded_at = ? WHERE host_id = ? AND spool_id = ?"
+            " AND superseded_at IS NULL",
             (ts(now), host_id, current.spool_id),
         )
-    conn.execute(
-        "INSERT INTO spool_epochs (host_id, spool_id, base_seq, started_at) VALUES (?, ?, ?, ?)",
+    inserted = conn.execute(
+        "INSERT INTO spool_epochs (host_id, spool_id, base_seq, started_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (host_id, spool_id) DO NOTHING",
         (host_id, batch.spool_id, base, ts(now)),
-    )
+    ).rowcount
+    if not inserted:  # another collector started this epoch first: its base stands
+        base = int(
+            conn.execute(
+                "SELECT base_seq FROM spool_epochs WHERE host_id = ? AND spool_id = ?",
+                (host_id, batch.spool_id),
+            ).fetchone()[0]
+        )
     return base + batch.seq
 
 

@@ -5,9 +5,11 @@ that read (GOALS.md: index by host first):
 
 - Each table is ``WITHOUT ROWID`` with the primary key ``(host_id, posture_row)``, so a host's
   rows sit together in the table's own B-tree and reading them is one range scan, however
-  interleaved the hosts' reports were. ``posture_row`` is the row's position in the report;
-  it keeps duplicate rows apart and is not a catalogue column (``host_rows`` and the
-  evaluator's views leave it out).
+  interleaved the hosts' reports were. ``posture_row`` is the row's position: the first
+  report's rows in report order, then each later report's new rows after the last one
+  (``apply_host_rows`` writes only what changed; rows that stay keep their place). It keeps
+  duplicate rows apart and is not a catalogue column (``host_rows`` and the evaluator's
+  views leave it out).
 - Tables with a column checks look rows up by (``name``, or ``path``, ``id``: see
   ``lookup_column``) also get an index ``(host_id, <that column>)``, so ``name IN (...)`` on a
   host's 1,500 packages is a seek, not a scan.
@@ -38,18 +40,27 @@ spelling on SQLite (7), and every check sees the same values on both.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from protos.posture.v1.tables import TABLES
 
 __all__ = [
     "ROW_COLUMN",
+    "TableChange",
+    "Values",
+    "apply_host_rows",
+    "as_dicts",
+    "column_names",
     "create_fact_tables",
     "delete_host_rows",
     "fact_table_name",
     "fact_table_statements",
     "host_rows",
+    "host_values",
     "insert_sql",
     "quoted",
     "replace_host_rows",
@@ -57,6 +68,13 @@ __all__ = [
 
 #: The column ordering a host's rows of one table; not part of the catalogue.
 ROW_COLUMN = "posture_row"
+
+#: One stored row: its catalogue columns' values in catalogue order, as text (integers
+#: spelled as ``str`` spells them), None for NULL, and a float where SQLite stored a REAL
+#: (a REAL column, or a non-integral number in an INTEGER one).
+Values = tuple[Any, ...]
+
+_COLUMNS: dict[str, tuple[str, ...]] = {}
 
 #: Planner hints (see the module docstring): rows in a fact table, rows per host.
 _HINT_ROWS = 100_000
@@ -155,30 +173,162 @@ def _hint_planner(conn: sqlite3.Connection) -> None:
 
 def insert_sql(table: str) -> str:
     """The INSERT of one row of ``table``: host id, position, catalogue columns."""
-    columns = [c.name for c in TABLES[table].columns]
-    names = ", ".join(["host_id", ROW_COLUMN, *map(quoted, columns)])
-    marks = ", ".join("?" * (len(columns) + 2))
-    return f"INSERT INTO {quoted(fact_table_name(table))} ({names}) VALUES ({marks})"
+    return _insert_sql(table, column_names(table))
 
 
 def replace_host_rows(
     conn: sqlite3.Connection, host_id: int, table: str, rows: Sequence[Mapping[str, str]]
 ) -> None:
-    """Replace ``host_id``'s rows of ``table`` with ``rows`` (the caller commits).
+    """Make ``host_id``'s rows of ``table`` equal to ``rows`` (the caller commits); see
+    ``apply_host_rows``, which also says what changed."""
+    apply_host_rows(conn, host_id, table, rows)
 
-    Columns the catalogue does not know are ignored and missing ones are stored as NULL, so
-    an agent one catalogue version ahead or behind still stores what both sides know.
-    Raises KeyError for a table outside the catalogue.
+
+@dataclass(frozen=True)
+class TableChange:
+    """A host's rows of one table before and after a report, as stored (``Values`` over
+    ``columns``, in storage order; every catalogue column not in ``columns`` is NULL in
+    these rows). ``changed``: rows were removed or added."""
+
+    columns: tuple[str, ...]
+    before: list[Values]
+    after: list[Values]
+    changed: bool
+
+
+def apply_host_rows(
+    conn: sqlite3.Connection, host_id: int, table: str, rows: Sequence[Mapping[str, str]]
+) -> TableChange:
+    """Make ``host_id``'s rows of ``table`` equal to ``rows``, writing only the difference
+    (the caller commits): stored rows the report no longer has are deleted by their
+    position, reported rows not stored yet are inserted after the last position, and rows
+    in both stay as they are. Reports mostly repeat what was stored (5 % of processes
+    change between collections), so this writes a tenth of what replacing everything did.
+
+    A reported row matches a stored one when every catalogue column's text equals the
+    stored value's (``Values``; NULL for a column the row lacks), so a match is a row the
+    store would have stored identically: an integer stored from "7" matches "7", but not
+    "007" (which SQLite also stores as 7: such a row is rewritten, the same value again;
+    a REAL is never matched, so always rewritten). Only the columns the report fills are
+    read and compared (agents collect a few of a table's columns: 5 of the 39 of
+    ``processes``), with one flag per stored row saying all the others are NULL; should
+    a stored row have another column (the plan changed), every column is read instead.
+
+    Columns the catalogue does not know are ignored, so an agent one catalogue version
+    ahead or behind still stores what both sides know. Raises KeyError for a table
+    outside the catalogue.
     """
-    columns = [c.name for c in TABLES[table].columns]
-    delete_host_rows(conn, host_id, table)
+    filled = set().union(*rows)
+    columns = tuple(column for column in column_names(table) if column in filled)
+    before = _stored(conn, host_id, table, columns)
+    if not all(row[-1] for row in before):  # a stored row has a column the report lacks
+        columns = column_names(table)
+        before = _stored(conn, host_id, table, columns)
+    unmatched: dict[Values, list[int]] = {}
+    for stored in before:
+        unmatched.setdefault(stored[1:-1], []).append(stored[0])
+    added = []
+    for row in rows:
+        reported = tuple(map(row.get, columns))
+        positions = unmatched.get(reported)
+        if positions:
+            positions.pop()
+        else:
+            added.append(reported)
+    removed = [position for positions in unmatched.values() for position in positions]
+    values_before = [row[1:-1] for row in before]
+    if not removed and not added:
+        return TableChange(columns, values_before, values_before, False)
+    _delete(conn, host_id, table, removed, len(before))
+    first = before[-1][0] + 1 if before else 0
     conn.executemany(
-        insert_sql(table),
-        [
-            (host_id, position, *[row.get(column) for column in columns])
-            for position, row in enumerate(rows)
-        ],
+        _insert_sql(table, columns),
+        [(host_id, first + offset, *values) for offset, values in enumerate(added)],
     )
+    gone = set(removed)
+    kept = [row[1:-1] for row in before if row[0] not in gone]
+    inserted = [row[1:-1] for row in _stored(conn, host_id, table, columns, first)]
+    return TableChange(columns, values_before, kept + inserted, True)
+
+
+def _stored(
+    conn: sqlite3.Connection,
+    host_id: int,
+    table: str,
+    columns: tuple[str, ...],
+    from_position: int = 0,
+) -> list[tuple[Any, ...]]:
+    """(position, *values of ``columns``, whether every other column is NULL) of the
+    host's rows of ``table`` from ``from_position`` on (values as ``Values`` spells them)."""
+    sql = _select_sql(table, columns, typed=isinstance(conn, sqlite3.Connection))
+    return conn.execute(sql, (host_id, from_position)).fetchall()
+
+
+@functools.lru_cache(maxsize=1024)
+def _select_sql(table: str, columns: tuple[str, ...], *, typed: bool) -> str:
+    """The SELECT of ``_stored`` (``columns`` in catalogue order, as ``column_names``
+    gives them). On SQLite an INTEGER column's integers are read as text (SQLite converts
+    them, which costs nothing next to doing it in Python per value); PostgreSQL's columns
+    hold text already."""
+    selected, others = [], []
+    for column in TABLES[table].columns:
+        name = quoted(column.name)
+        if column.name not in columns:
+            others.append(f"{name} IS NULL")
+        elif typed and column.sql_type == "INTEGER":
+            selected.append(
+                f"CASE WHEN typeof({name}) = 'integer' THEN CAST({name} AS TEXT) ELSE {name} END"
+            )
+        else:
+            selected.append(name)
+    flag = f"({' AND '.join(others)})" if others else "1 = 1"
+    return (
+        f"SELECT {', '.join([ROW_COLUMN, *selected, flag])}"
+        f" FROM {quoted(fact_table_name(table))}"
+        f" WHERE host_id = ? AND {ROW_COLUMN} >= ? ORDER BY {ROW_COLUMN}"
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """The INSERT of rows filling ``columns`` (the others stay NULL)."""
+    names = ", ".join(["host_id", ROW_COLUMN, *map(quoted, columns)])
+    marks = ", ".join("?" * (len(columns) + 2))
+    return f"INSERT INTO {quoted(fact_table_name(table))} ({names}) VALUES ({marks})"
+
+
+def _delete(
+    conn: sqlite3.Connection, host_id: int, table: str, positions: list[int], held: int
+) -> None:
+    if not positions:
+        return
+    if len(positions) == held:
+        delete_host_rows(conn, host_id, table)
+        return
+    conn.executemany(
+        f"DELETE FROM {quoted(fact_table_name(table))} WHERE host_id = ? AND {ROW_COLUMN} = ?",
+        [(host_id, position) for position in positions],
+    )
+
+
+def column_names(table: str) -> tuple[str, ...]:
+    """``table``'s catalogue columns in catalogue order (KeyError outside the catalogue)."""
+    return _COLUMNS.get(table) or _COLUMNS.setdefault(
+        table, tuple(c.name for c in TABLES[table].columns)
+    )
+
+
+def host_values(conn: sqlite3.Connection, host_id: int, table: str) -> list[Values]:
+    """``host_id``'s rows of ``table`` as stored: ``Values`` in catalogue column order."""
+    return [row[1:-1] for row in _stored(conn, host_id, table, column_names(table))]
+
+
+def as_dicts(columns: Sequence[str], values: Iterable[Values]) -> list[dict[str, str]]:
+    """Stored value tuples as ``host_rows`` gives them: text, NULL columns left out."""
+    return [
+        {name: str(value) for name, value in zip(columns, row, strict=True) if value is not None}
+        for row in values
+    ]
 
 
 def delete_host_rows(conn: sqlite3.Connection, host_id: int, table: str) -> None:
@@ -189,19 +339,10 @@ def delete_host_rows(conn: sqlite3.Connection, host_id: int, table: str) -> None
 
 
 def host_rows(conn: sqlite3.Connection, host_id: int, table: str) -> list[dict[str, str]]:
-    """``host_id``'s rows of ``table`` in report order, catalogue columns only.
+    """``host_id``'s rows of ``table`` in storage order, catalogue columns only.
 
     Values come back as strings, as the agent sends them (numbers as SQLite typed them);
     NULL columns are left out of the row, so a stored row compares equal to the row the
     agent reported when the agent omitted those columns.
     """
-    columns = [c.name for c in TABLES[table].columns]
-    cursor = conn.execute(
-        f"SELECT {', '.join(map(quoted, columns))} FROM {quoted(fact_table_name(table))} "
-        f"WHERE host_id = ? ORDER BY {ROW_COLUMN}",
-        (host_id,),
-    )
-    return [
-        {name: str(value) for name, value in zip(columns, row, strict=True) if value is not None}
-        for row in cursor
-    ]
+    return as_dicts(column_names(table), host_values(conn, host_id, table))

@@ -1,7 +1,8 @@
 """The AgentService servicer: thin; proto in, domain call in the worker thread, proto out.
 
 Every blocking call (SQLite, policy evaluation) runs in the service's single worker thread,
-so the event loop only moves bytes. The host identity comes from the credential in the
+so the event loop only moves bytes; batches reach it through ``GroupIngest``, which stores
+those that arrive together with one commit. The host identity comes from the credential in the
 call's metadata, or with mTLS from the client certificate the TLS handshake verified
 (``context.auth_context()``), never from a message body. Each call records what operators
 watch (``collector.metrics``): reports, ack and ingest latency, open streams, errors by
@@ -50,6 +51,7 @@ from collector.transport.convert import (
     identity_from_proto,
     plan_to_proto,
 )
+from collector.transport.group_commit import GroupIngest
 from protos.posture.v1 import agent_pb2 as pb
 from protos.posture.v1 import agent_pb2_grpc
 
@@ -120,11 +122,6 @@ async def _settle(messages: AsyncIterator[pb.AgentMessage]) -> None:
             return
 
 
-def _timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
-    started = time.perf_counter()
-    return function(*args), time.perf_counter() - started
-
-
 @dataclass(frozen=True)
 class _Peer:
     """Who is on the other end of a stream: the host, and with mTLS its certificate."""
@@ -181,6 +178,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         self.streams = StreamRegistry(self.limits.max_streams)
         self.requests = registry_for(service)
+        #: Batches go to the writer thread grouped, one commit per group (group_commit).
+        self.writer = GroupIngest(service, worker, metrics.ingest_latency.observe)
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
@@ -377,7 +376,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             log.warning("host %s sent an invalid batch: %s", host.id, error)
             await self._abort(context, "Connect", grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
-            outcome, seconds = await self._call(_timed, self.service.ingest, host, batch)
+            outcome = await self.writer.ingest(host, batch)
         except StaleSpoolError as error:  # a replaced spool's late batch: refused, never acked
             log.warning("host %s: %s", host.id, error)
             await self._abort(context, "Connect", grpc.StatusCode.FAILED_PRECONDITION, str(error))
@@ -386,7 +385,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await self._abort(
                 context, "Connect", grpc.StatusCode.UNAVAILABLE, f"could not store batch: {error}"
             )
-        self.metrics.ingest_latency.observe(seconds)
         self.metrics.reports.labels("duplicate" if outcome.duplicate else "stored").inc()
         replies = [pb.CollectorMessage(ack=pb.Ack(seq=outcome.seq))]
         if outcome.mismatched_tables and not outcome.duplicate:

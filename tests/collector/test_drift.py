@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -10,15 +11,27 @@ from collector.drift import (
     Change,
     EventType,
     RowChange,
+    State,
     baseline_drift,
     canonical,
     compliance_drift,
+    diff_keyed,
     diff_states,
+    full_state,
+    keyed_state_of_values,
     view_state,
 )
 from collector.policy.model import Status
 from collector.policy.plan import CollectionPlan, PlannedTable
-from collector.tracked import TRACKED, default_view, plan_with_tracking, views_for_tables
+from collector.store.facts import as_dicts, column_names
+from collector.tracked import (
+    TRACKED,
+    TrackedView,
+    default_view,
+    plan_with_tracking,
+    views_for_tables,
+)
+from protos.posture.v1.tables import TABLES
 
 VIEWS = {view.name: view for view in TRACKED}
 PASS, FAIL, ERROR, UNKNOWN = Status.PASS, Status.FAIL, Status.ERROR, Status.UNKNOWN
@@ -231,3 +244,77 @@ def test_plans_gain_the_tracked_tables_and_keep_whole_tables_whole() -> None:
     assert {"programs", "services"} <= windows and "deb_packages" not in windows
     assert plan_with_tracking(plan, "linux").version != plan.version
     assert plan_with_tracking(plan, "linux") == plan_with_tracking(plan, "linux")
+
+
+# Keyed states: the same states and diffs as view_state, from stored value tuples --------
+
+
+def _reference_state(view: TrackedView, tables: dict[str, list[dict[str, str]]]) -> State:
+    """``view_state`` as it was written before keyed states: canonical JSON per row."""
+    merged: dict[str, dict[str, set[str]]] = {}
+    for row in view.rows(tables):
+        if view.identity:
+            identity = canonical({column: row.get(column, "") for column in view.identity})
+        else:
+            identity = canonical({column: value for column, value in row.items() if value != ""})
+        values = merged.setdefault(identity, {column: set() for column in view.compared})
+        for column in view.compared:
+            values[column].add(row.get(column, ""))
+    return {
+        identity: canonical({column: "\n".join(sorted(v)) for column, v in values.items()})
+        for identity, values in merged.items()
+    }
+
+
+def _stored_rows(table: str, rng: random.Random, count: int) -> list[tuple[object, ...]]:
+    """Rows as the store reads them: text, None for NULL, a float now and then in a
+    numeric column; few distinct values, so identities repeat."""
+    columns = TABLES[table].columns
+    pool: list[object] = ["", "a", "b", "0", "7", None, "a\nb"]
+    rows = []
+    for _ in range(count):
+        row: list[object] = [rng.choice(pool) for _ in columns]
+        for position, column in enumerate(columns):
+            if column.sql_type != "TEXT" and rng.random() < 0.1:
+                row[position] = 1.5
+        rows.append(tuple(row))
+    return rows
+
+
+SINGLE_SOURCE = [view for view in TRACKED if view.derive is None] + [
+    default_view("os_version"),
+    default_view("shadow"),
+]
+
+
+@pytest.mark.parametrize("view", SINGLE_SOURCE, ids=lambda view: view.name)
+def test_keyed_states_match_view_state_row_for_row(view: TrackedView) -> None:
+    rng = random.Random(view.name)
+    table = view.sources[0]
+    columns = column_names(table)
+    for _ in range(20):
+        old_rows = _stored_rows(table, rng, rng.randrange(0, 12))
+        new_rows = old_rows[: rng.randrange(0, len(old_rows) + 1)]
+        new_rows += _stored_rows(table, rng, rng.randrange(0, 4))
+        old_dicts = {table: as_dicts(columns, old_rows)}
+        new_dicts = {table: as_dicts(columns, new_rows)}
+        old, new = _reference_state(view, old_dicts), _reference_state(view, new_dicts)
+        assert view_state(view, old_dicts) == old
+        old_keyed = keyed_state_of_values(view, columns, old_rows)
+        new_keyed = keyed_state_of_values(view, columns, new_rows)
+        assert full_state(view, old_keyed) == old and full_state(view, new_keyed) == new
+        assert diff_keyed(view, old_keyed, new_keyed) == diff_states(view.name, old, new)
+
+
+def test_keyed_states_read_only_the_columns_a_report_filled() -> None:
+    """A column missing from the tuples is NULL, as in the store (``TableChange``)."""
+    view = VIEWS["users"]
+    rows = [("0", "root"), ("1000", "ana")]
+    keyed = keyed_state_of_values(view, ("uid", "username"), rows)
+    dicts = {"users": [{"uid": "0", "username": "root"}, {"uid": "1000", "username": "ana"}]}
+    assert full_state(view, keyed) == _reference_state(view, dicts)
+
+
+def test_derived_views_need_their_rows_as_mappings() -> None:
+    with pytest.raises(ValueError, match="derives"):
+        keyed_state_of_values(VIEWS["listening_ports"], column_names("listening_ports"), [])

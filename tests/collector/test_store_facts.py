@@ -10,6 +10,8 @@ import pytest
 
 from collector.store.facts import (
     ROW_COLUMN,
+    apply_host_rows,
+    column_names,
     create_fact_tables,
     delete_host_rows,
     fact_table_name,
@@ -151,3 +153,85 @@ def test_tables_outside_the_catalogue_are_refused(conn: sqlite3.Connection) -> N
         replace_host_rows(conn, 1, "hosts", [{"id": "1"}])
     with pytest.raises(KeyError):
         delete_host_rows(conn, 1, "hosts; DROP TABLE fact_users")
+
+
+# Applying a report's difference ----------------------------------------------------------
+
+
+def _positions(conn: sqlite3.Connection, host_id: int, table: str) -> dict[str, int]:
+    rows = conn.execute(
+        f"SELECT username, {ROW_COLUMN} FROM {fact_table_name(table)} WHERE host_id = ?",
+        (host_id,),
+    )
+    return dict(rows.fetchall())
+
+
+def test_a_report_writes_only_the_rows_that_changed(conn: sqlite3.Connection) -> None:
+    root, daemon, ana = ({"uid": u, "username": n} for u, n in (("0", "root"), ("1", "daemon"),
+                                                                  ("1000", "ana")))  # fmt: skip
+    apply_host_rows(conn, 1, "users", [root, daemon, ana])
+    before = _positions(conn, 1, "users")
+    bob = {"uid": "1001", "username": "bob"}
+    change = apply_host_rows(conn, 1, "users", [root, bob, ana])
+    after = _positions(conn, 1, "users")
+    assert after["root"] == before["root"] and after["ana"] == before["ana"]  # left in place
+    assert "daemon" not in after and after["bob"] > max(before.values())
+    assert change.changed and change.columns == ("uid", "username")
+    assert sorted(change.after) == sorted([("0", "root"), ("1000", "ana"), ("1001", "bob")])
+    assert sorted(change.before) == sorted([("0", "root"), ("1", "daemon"), ("1000", "ana")])
+    assert host_rows(conn, 1, "users") == [root, ana, bob]  # kept rows first, new ones after
+
+
+def test_an_identical_report_writes_nothing(conn: sqlite3.Connection) -> None:
+    rows = [{"uid": "0", "username": "root"}, {"uid": "", "username": "nobody"}]
+    apply_host_rows(conn, 1, "users", rows)
+    writes = conn.total_changes
+    change = apply_host_rows(conn, 1, "users", list(reversed(rows)))
+    assert not change.changed and change.before == change.after
+    assert conn.total_changes == writes
+
+
+def test_duplicate_rows_are_matched_one_for_one(conn: sqlite3.Connection) -> None:
+    line = {"path": "/etc/a", "line": "x"}
+    other = {"path": "/etc/b", "line": "y"}
+    apply_host_rows(conn, 1, "file_lines", [line, line, other])
+    apply_host_rows(conn, 1, "file_lines", [line, other])
+    assert host_rows(conn, 1, "file_lines") == [line, other]
+    change = apply_host_rows(conn, 1, "file_lines", [line, line, line, other])
+    assert change.changed and len(change.after) == 4
+    assert host_rows(conn, 1, "file_lines") == [line, other, line, line]
+
+
+def test_a_number_is_compared_as_sqlite_stores_it(conn: sqlite3.Connection) -> None:
+    apply_host_rows(conn, 1, "users", [{"uid": "007", "username": "bond"}])
+    assert host_rows(conn, 1, "users") == [{"uid": "7", "username": "bond"}]
+    assert not apply_host_rows(conn, 1, "users", [{"uid": "7", "username": "bond"}]).changed
+    # "007" is not the text SQLite gives back: the row is written again, the same value.
+    again = apply_host_rows(conn, 1, "users", [{"uid": "007", "username": "bond"}])
+    assert again.changed and again.after == [("7", "bond")]
+    assert host_rows(conn, 1, "users") == [{"uid": "7", "username": "bond"}]
+
+
+def test_a_real_number_is_never_taken_for_its_text(conn: sqlite3.Connection) -> None:
+    app = {"bundle_identifier": "com.x", "last_opened_time": "1.5"}
+    apply_host_rows(conn, 1, "apps", [app])
+    change = apply_host_rows(conn, 1, "apps", [app])
+    assert change.changed and change.after == change.before  # rewritten, equal
+    assert host_rows(conn, 1, "apps") == [app]
+
+
+def test_a_stored_column_the_report_no_longer_fills_is_compared_too(
+    conn: sqlite3.Connection,
+) -> None:
+    apply_host_rows(conn, 1, "users", [{"uid": "0", "username": "root", "shell": "/bin/sh"}])
+    change = apply_host_rows(conn, 1, "users", [{"uid": "0", "username": "root"}])
+    assert change.changed
+    assert host_rows(conn, 1, "users") == [{"uid": "0", "username": "root"}]
+    assert change.columns == column_names("users")  # every column read for the comparison
+
+
+def test_an_empty_report_empties_the_table(conn: sqlite3.Connection) -> None:
+    apply_host_rows(conn, 1, "users", [{"uid": "0"}, {"uid": "1"}])
+    change = apply_host_rows(conn, 1, "users", [])
+    assert change.changed and change.after == []
+    assert host_rows(conn, 1, "users") == []

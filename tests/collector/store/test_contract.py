@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector.delivery import StaleSpoolError
 from collector.drift import EventKind, EventType
 from collector.groups import GroupRule
 from collector.model import FactBatch, Host, HostIdentity, StoredResult, TableFacts
@@ -186,6 +189,106 @@ def test_two_collectors_storing_one_batch_at_once_store_it_once(engine: Any) -> 
     finally:
         for store in stores:
             store.close()
+
+
+def _race(stores: list[SqliteStore], work: Any) -> list[object]:
+    """Run ``work(store)`` in one thread per store, all released at once; what each
+    returned or raised."""
+    outcomes: list[object] = []
+    start = threading.Barrier(len(stores))
+
+    def run(store: SqliteStore) -> None:
+        start.wait()
+        try:
+            outcomes.append(work(store))
+        except Exception as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=run, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def _apply(store: SqliteStore, host: Host, batch: FactBatch) -> object:
+    return store.apply_batch(host.id, batch, T0)
+
+
+def test_collectors_racing_one_batch_store_it_once_and_the_rest_hear_duplicate(
+    engine: Any,
+) -> None:
+    """Never a unique-key error: the losers wait for the winner's commit, then find the
+    batch stored (so every collector can ack it, and the agent moves on)."""
+    stores = [engine.open() for _ in range(3)]
+    try:
+        host = _host(stores[0])
+        for seq in (1, 2, 3):
+            batch = _batch(seq, users=ROOT_ONLY)
+            outcomes = _race(stores, partial(_apply, host=host, batch=batch))
+            assert sorted(o.duplicate for o in outcomes) == [False, True, True], outcomes
+        assert stores[0].stored_seqs(host.id) == [1, 2, 3]
+        assert [c.change for c in stores[0].fact_changes(host.id, "users")] == ["added"]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_collectors_starting_one_new_spool_at_once_share_its_epoch(engine: Any) -> None:
+    first, second = engine.open(), engine.open()
+    try:
+        host = _host(first)
+        first.apply_batch(host.id, replace(_batch(1, users=ROOT_ONLY), spool_id="a" * 32), T0)
+        new = [replace(_batch(seq, users=WITH_TOOR), spool_id="b" * 32) for seq in (1, 2)]
+        outcomes = _race(
+            [first, second],
+            lambda store: store.apply_batch(host.id, new[store is second], T0),
+        )
+        assert all(not getattr(o, "duplicate", True) for o in outcomes), outcomes
+        epochs = first.spool_epochs(host.id)
+        assert [(e.spool_id, e.base_seq) for e in epochs] == [("a" * 32, 0), ("b" * 32, 1)]
+        assert first.stored_seqs(host.id) == [1, 2, 3]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_batches_stored_together_commit_together_and_fail_alone(store: SqliteStore) -> None:
+    """Group commit: one transaction, each batch in a savepoint of its own."""
+    one, two = _host(store, "pd-1"), _host(store, "pd-2")
+    store.apply_batch(one.id, replace(_batch(1, users=ROOT_ONLY), spool_id="a" * 32), T0)
+    store.apply_batch(one.id, replace(_batch(1, users=ROOT_ONLY), spool_id="b" * 32), T0)
+    stale = replace(_batch(2, users=WITH_TOOR), spool_id="a" * 32)  # a replaced spool
+    fresh = replace(_batch(2, users=WITH_TOOR), spool_id="b" * 32)
+    outcomes = store.apply_batches(
+        [(one.id, stale), (two.id, _batch(1, users=ROOT_ONLY, listening_ports=SSH)),
+         (one.id, fresh), (one.id, fresh)],
+        T0,
+    )  # fmt: skip
+    assert isinstance(outcomes[0], StaleSpoolError)
+    assert [getattr(o, "duplicate", None) for o in outcomes[1:]] == [False, False, True]
+    assert store.host_rows(one.id, "users") == WITH_TOOR
+    assert store.host_rows(two.id, "listening_ports") == SSH
+    assert store.stored_seqs(one.id) == [1, 2, 3] and store.stored_seqs(two.id) == [1]
+
+
+def test_a_delta_keeps_the_rows_it_repeats_and_records_only_what_changed(
+    store: SqliteStore,
+) -> None:
+    host = _host(store)
+    packages = [{"name": f"pkg{n}", "version": "1.0", "arch": "amd64"} for n in range(5)]
+    store.apply_batch(host.id, _batch(1, deb_packages=packages), T0)
+    upgraded = {**packages[2], "version": "1.1"}
+    delta = [packages[0], packages[1], upgraded, packages[4], {**packages[0], "name": "new"}]
+    store.apply_batch(host.id, _batch(2, T0 + timedelta(minutes=5), deb_packages=delta), T0)
+    assert store.host_rows(host.id, "deb_packages") == [
+        packages[0], packages[1], packages[4], upgraded, {**packages[0], "name": "new"}
+    ]  # fmt: skip
+    later = [c for c in store.fact_changes(host.id, "deb_packages") if c.seq == 2]
+    assert sorted((json.loads(c.identity)["name"], c.change) for c in later) == [
+        ("new", "added"), ("pkg2", "modified"), ("pkg3", "removed")
+    ]  # fmt: skip
 
 
 # Results ----------------------------------------------------------------------------------
