@@ -13,18 +13,12 @@ This machine runs no SSH server, so on its facts the 12 SSH checks stop at their
 query (not applicable). A second kind of host adds what a server with OpenSSH reports: the
 ``openssh-server`` package and a real Debian 12 ``sshd_config`` with a hardening drop-in,
 taken from the SSH checks' own pass fixtures, so those checks parse real configuration.
-
-Two rows measure a storage change proposed to the store's owner: an index on
-``file_lines (host_id, path, line)``, which holds every column a ``file_lines`` check reads,
-so a file's lines are read from the index alone instead of one table lookup per line (the
-login.defs checks read 400 lines each). It is made on the benchmark's own scratch store.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -102,24 +96,6 @@ def _per_host_ms(
     return timings
 
 
-#: The index proposed for collector.store.facts (module docstring).
-COVERING_INDEX = (
-    "CREATE INDEX IF NOT EXISTS fact_file_lines_path_line ON fact_file_lines (host_id, path, line)"
-)
-
-
-def _add_covering_index(path: Path) -> None:
-    """Add the proposed ``file_lines`` index to a scratch store, with a planner hint like
-    the store's own (about 100 rows per host, 2 per path, 1 per line)."""
-    with sqlite3.connect(path) as conn:
-        conn.execute(COVERING_INDEX)
-        conn.execute(
-            "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES"
-            " ('fact_file_lines', 'fact_file_lines_path_line', '100000 100 2 1 noskipscan')"
-        )
-    conn.close()
-
-
 def _evaluate_at(count: int, base: FleetBase, repeats: int) -> list[float]:
     """Full evaluation ms per host with ``count`` hosts in the store."""
     with tempfile.TemporaryDirectory(prefix="posture-eval-") as scratch:
@@ -167,9 +143,6 @@ def evaluation_measures(host_counts: Sequence[int], repeats: int) -> list[Measur
             for ms in _per_host_ms(service.evaluator, store, sample, TYPICAL_DELTA)
         ]
         slowest = _slowest_checks(store, linux, servers[:10])
-        _add_covering_index(store.path)
-        with Evaluator(store.path, linux) as evaluator:
-            covered, covered_sshd = _interleaved(evaluator, store, (sample, servers), repeats)
         service.close()
         store.close()
     measures = [
@@ -179,9 +152,6 @@ def evaluation_measures(host_counts: Sequence[int], repeats: int) -> list[Measur
         measure("full evaluation, a host with an SSH server (sshd_config parsed)", sshd,
                 "ms CPU/host", 2.0),
         measure("incremental re-evaluation after a processes delta", delta, "ms CPU/host", 0.5),
-        measure("full evaluation with the proposed file_lines (host_id, path, line) index",
-                covered, "ms CPU/host", 2.0),
-        measure("the same, a host with an SSH server", covered_sshd, "ms CPU/host", 2.0),
     ]  # fmt: skip
     measures += [
         measure(f"slowest check (SSH server host): {check_id}", ms, "ms CPU")

@@ -12,7 +12,10 @@ that read (GOALS.md: index by host first):
   views leave it out).
 - Tables with a column checks look rows up by (``name``, or ``path``, ``id``: see
   ``lookup_column``) also get an index ``(host_id, <that column>)``, so ``name IN (...)`` on a
-  host's 1,500 packages is a seek, not a scan.
+  host's 1,500 packages is a seek, not a scan. ``file_lines``' index also carries ``line``
+  (``(host_id, path, line)``), so the checks that read a file's ~400 lines (login.defs)
+  read them from the index alone (measured: 3.1 -> 2.1-2.6 ms per host for the shipped
+  packs).
 - SQLite's planner, without statistics, prefers scanning a host's rows by the primary key to
   using that index whenever the check needs other columns too. ``create_fact_tables``
   therefore records planner hints in ``sqlite_stat1`` (about 100 rows per host, 2 per host and
@@ -89,6 +92,12 @@ _LOOKUP_OVERRIDES = {
     "systemd_units": "id",
 }
 
+#: Columns a lookup index carries after its lookup column, so checks read them from the
+#: index alone: a file's ~400 lines without one table lookup per line (login.defs checks).
+_COVERED = {"file_lines": ("line",)}
+#: Lookup indexes an older schema created that a covering one replaced.
+_SUPERSEDED_INDEXES = ("fact_file_lines_path",)
+
 
 def fact_table_name(table: str) -> str:
     """The storage table for catalogue table ``table``: ``fact_users`` for ``users``."""
@@ -118,6 +127,9 @@ def create_fact_tables(conn: sqlite3.Connection) -> None:
     for statement in fact_table_statements(TABLES, typed=True):
         conn.execute(statement)
     _hint_planner(conn)
+    for index in _SUPERSEDED_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {quoted(index)}")
+        conn.execute("DELETE FROM sqlite_stat1 WHERE idx = ?", (index,))
 
 
 def fact_table_statements(tables: Iterable[str], *, typed: bool, lookups: bool = True) -> list[str]:
@@ -143,14 +155,13 @@ def fact_table_statements(tables: Iterable[str], *, typed: bool, lookups: bool =
         lookup = lookup_column(name) if lookups else None
         if lookup is not None:
             index = quoted(_lookup_index(name, lookup))
-            statements.append(
-                f"CREATE INDEX IF NOT EXISTS {index} ON {table} (host_id, {quoted(lookup)})"
-            )
+            keys = ", ".join(quoted(c) for c in (lookup, *_COVERED.get(name, ())))
+            statements.append(f"CREATE INDEX IF NOT EXISTS {index} ON {table} (host_id, {keys})")
     return statements
 
 
 def _lookup_index(table: str, column: str) -> str:
-    return f"{fact_table_name(table)}_{column}"
+    return "_".join((fact_table_name(table), column, *_COVERED.get(table, ())))
 
 
 def _hint_planner(conn: sqlite3.Connection) -> None:
@@ -163,7 +174,8 @@ def _hint_planner(conn: sqlite3.Connection) -> None:
         lookup = lookup_column(name)
         if lookup is not None:
             index = _lookup_index(name, lookup)
-            hints.append((table, index, f"{_HINT_ROWS} {_HINT_PER_HOST} 2 noskipscan"))
+            covered = " 1" * len(_COVERED.get(name, ()))
+            hints.append((table, index, f"{_HINT_ROWS} {_HINT_PER_HOST} 2{covered} noskipscan"))
     conn.executemany(
         "INSERT INTO sqlite_stat1 (tbl, idx, stat) SELECT ?1, ?2, ?3"
         " WHERE NOT EXISTS (SELECT 1 FROM sqlite_stat1 WHERE tbl = ?1 AND idx = ?2)",

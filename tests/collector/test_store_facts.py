@@ -74,10 +74,24 @@ def test_lookups_within_a_host_seek_the_lookup_index(
     # rows instead. Statistics load with the schema, as in the evaluator's own connection.
     reader = sqlite3.connect(tmp_path / "store.db")
     sql = f"SELECT * FROM fact_{table} WHERE host_id = 7 AND {column} IN ('a', 'b')"
+    covering = "_line" if table == "file_lines" else ""
     try:
-        assert f"INDEX fact_{table}_{column} (host_id=? AND {column}=?)" in query_plan(reader, sql)
+        plan = query_plan(reader, sql)
+        assert f"INDEX fact_{table}_{column}{covering} (host_id=? AND {column}=?)" in plan
     finally:
         reader.close()
+
+
+def test_a_files_lines_are_read_from_the_index_alone(conn: sqlite3.Connection) -> None:
+    sql = "SELECT line FROM fact_file_lines WHERE host_id = 7 AND path = '/etc/login.defs'"
+    assert "COVERING INDEX fact_file_lines_path_line" in query_plan(conn, sql)
+
+
+def test_an_older_stores_superseded_lookup_index_is_dropped(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE INDEX fact_file_lines_path ON fact_file_lines (host_id, path)")
+    create_fact_tables(conn)
+    names = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema")}
+    assert "fact_file_lines_path" not in names and "fact_file_lines_path_line" in names
 
 
 def test_planner_hints_never_replace_real_statistics(conn: sqlite3.Connection) -> None:
