@@ -9,10 +9,13 @@ departments of ``GROUP_SIZE`` (the groups come from their enroll secrets). Seedi
 way takes a minute for 50,000 hosts where enrolling and ingesting each would take an hour;
 what a report reads is the same rows either way.
 
-Then ``posture-collector report --format F --as-of T --output FILE`` runs in a fresh
-process per run, measured by ``wait4`` and ``VmHWM`` (wall time, peak RSS). ``T`` is the
-instant seeding finished, so the fleet is as fresh in the last run as in the first (a
-report as of a past instant reads history exactly as a report of now does).
+Then ``posture-collector report --format F --as-of T --output FILE [--workers N]`` runs in
+a fresh process per run: wall time; CPU from ``wait4`` (which counts the report's worker
+processes too, once it has reaped them); peak RSS as the largest sum of the resident sets
+of the report process and its workers seen at one time (sampled every 20 ms), or the
+report process's own ``VmHWM`` if larger. ``T`` is the instant seeding finished, so the
+fleet is as fresh in the last run as in the first (a report as of a past instant reads
+history exactly as a report of now does).
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import sqlite3
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchmarks.common import POLICIES, ROOT, Measure, Usage, measure, print_table, run_measured
+from benchmarks.common import POLICIES, ROOT, Measure, Usage, measure, print_table
 from benchmarks.evaluation import seed_hosts
 from benchmarks.fleet import FleetBase, identity_of, machine_facts
 from collector.policy.loader import load_packs
@@ -242,60 +249,131 @@ def _result(
 
 
 def report_measures(
-    host_counts: Sequence[int], runs: int, *, pdf_group: bool = True
+    host_counts: Sequence[int],
+    runs: int,
+    *,
+    pdf_group: bool = True,
+    workers: Sequence[int | None] = (None,),
+    formats: Sequence[str] = FLEET_FORMATS,
 ) -> list[Measure]:
-    """Each format of the fleet report at each size, then the PDF of one group."""
+    """Each format of the fleet report at each size (with each number of worker
+    processes; None: the report's default), then the PDF of one group."""
     measures = []
     with tempfile.TemporaryDirectory(prefix="posture-report-") as scratch:
         for count in host_counts:
             fleet = seed_fleet(Path(scratch) / f"report-{count}.db", count)
             target = TARGET_SECONDS if count >= FLEET_TARGET_HOSTS else None
-            for fmt in FLEET_FORMATS:
-                name = f"fleet report, {count:,} hosts, {fmt}"
-                measures += _measured(fleet, fmt, None, Path(scratch), runs, name, target)
+            for fmt, worker_count in ((f, w) for f in formats for w in workers):
+                name = f"fleet report, {count:,} hosts, {fmt}{_workers_label(worker_count)}"
+                run = _Run(fleet, fmt, None, worker_count)
+                measures += _measured(run, Path(scratch), runs, name, target)
             if pdf_group and count >= GROUP_SIZE:
                 name = f"group report, {fleet.group_hosts:,} hosts, pdf"
                 pdf_target = TARGET_SECONDS if count >= FLEET_TARGET_HOSTS else None
-                measures += _measured(fleet, "pdf", fleet.group, Path(scratch), runs, name,
-                                      pdf_target)  # fmt: skip
+                run = _Run(fleet, "pdf", fleet.group, None)
+                measures += _measured(run, Path(scratch), runs, name, pdf_target)
     return measures
 
 
+def _workers_label(workers: int | None) -> str:
+    if workers is None:
+        return ""
+    return f", {workers} worker{'s' if workers > 1 else ''}"
+
+
+@dataclass(frozen=True)
+class _Run:
+    fleet: SeededFleet
+    fmt: str
+    group: str | None
+    workers: int | None
+
+
 def _measured(
-    fleet: SeededFleet,
-    fmt: str,
-    group: str | None,
-    scratch: Path,
-    runs: int,
-    name: str,
-    target: float | None,
+    run: _Run, scratch: Path, runs: int, name: str, target: float | None
 ) -> list[Measure]:
-    output = scratch / f"report.{fmt}"
-    usages = [u for u in (_report(fleet, fmt, group, output) for _ in range(runs)) if u]
+    output = scratch / f"report.{run.fmt}"
+    usages = [u for u in (_report(run, output) for _ in range(runs)) if u]
     if not usages:
         return []
     size = output.stat().st_size / 2**20
     return [
         measure(f"{name}: time", [u.wall_seconds for u in usages], "s", target),
+        measure(f"{name}: CPU", [u.cpu_seconds for u in usages], "s"),
         measure(f"{name}: peak RSS", [u.peak_rss_mb for u in usages], "MB"),
         measure(f"{name}: file size", [size], "MB"),
     ]
 
 
-def _report(fleet: SeededFleet, fmt: str, group: str | None, output: Path) -> Usage | None:
+def _tree_rss_kb(pid: int) -> tuple[int, int]:
+    """(resident set of ``pid`` and its descendants now, ``pid``'s own VmHWM), in KB."""
+    total, own_peak, stack = 0, 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:  # gone meanwhile
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+            elif line.startswith("VmHWM:") and current == pid:
+                own_peak = int(line.split()[1])
+        stack += [int(child) for child in children]
+    return total, own_peak
+
+
+class _TreePeak:
+    """The peak of a process tree's summed resident sets (the report and its workers)."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self._pid, self._interval, self.peak_kb = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total, own = _tree_rss_kb(self._pid)
+            self.peak_kb = max(self.peak_kb, total, own)
+            self._stop.wait(self._interval)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
+
+
+def _run_tree(command: Sequence[str]) -> Usage:
+    """Run ``command`` to completion: wall, CPU (``wait4``), peak RSS of its tree."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(command), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    peak = _TreePeak(process.pid)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return Usage(usage.ru_utime + usage.ru_stime, peak.stop(), wall, process.returncode, "")
+
+
+def _report(run: _Run, output: Path) -> Usage | None:
     """The report's cost, or None when the CLI does not offer ``fmt``."""
     command = [
-        sys.executable, "-m", "collector", "report", "--db", str(fleet.db),
-        "--policies", str(POLICIES), "--format", fmt, "--output", str(output),
-        "--as-of", fleet.as_of.isoformat(),
+        sys.executable, "-m", "collector", "report", "--db", str(run.fleet.db),
+        "--policies", str(POLICIES), "--format", run.fmt, "--output", str(output),
+        "--as-of", run.fleet.as_of.isoformat(),
     ]  # fmt: skip
-    if group is not None:
-        command += ["--group", group]
-    usage = run_measured(command, cwd=ROOT)
+    if run.group is not None:
+        command += ["--group", run.group]
+    if run.workers is not None:
+        command += ["--workers", str(run.workers)]
+    usage = _run_tree(command)
     if usage.returncode == _USAGE_ERROR:
         return None
     if usage.returncode != 0:
-        raise RuntimeError(f"report --format {fmt} failed with exit code {usage.returncode}")
+        raise RuntimeError(f"report --format {run.fmt} failed with exit code {usage.returncode}")
     return usage
 
 
@@ -304,9 +382,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report_cost")
     parser.add_argument("--hosts", type=int, action="append", help="fleet size (repeatable)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--workers", type=int, action="append", help="report --workers N (repeatable)"
+    )
+    parser.add_argument("--format", action="append", choices=FLEET_FORMATS, dest="formats")
+    parser.add_argument("--no-pdf", action="store_true", help="skip the group PDF")
     args = parser.parse_args(argv)
     hosts = tuple(args.hosts or (FLEET_TARGET_HOSTS,))
-    print_table("Fleet report cost", report_measures(hosts, args.runs))
+    measures = report_measures(
+        hosts, args.runs, pdf_group=not args.no_pdf, workers=tuple(args.workers or (None,)),
+        formats=tuple(args.formats or FLEET_FORMATS),
+    )  # fmt: skip
+    print_table("Fleet report cost", measures)
     return 0
 
 

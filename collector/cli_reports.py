@@ -34,6 +34,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     report.add_argument("--as-of", help="ISO date or date-time (UTC); default: now")
     report.add_argument("--format", choices=FORMATS, default="table")
     report.add_argument("--output", type=Path, help="write here (and FILE.sha256) not stdout")
+    report.add_argument(
+        "--workers",
+        type=_positive,
+        help="processes reading hosts in parallel (default: one per core for a large fleet;"
+        " 1: this process only); the file is the same whatever the number",
+    )
 
     verify = commands.add_parser("verify", help="is this report file one we issued, unaltered?")
     add_common(verify)
@@ -62,6 +68,16 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     compaction.add_argument("--keep-days", type=int, required=True)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return value
+
+
 def _report(args: argparse.Namespace, service: PostureService) -> int:
     if args.format == "pdf" and args.output is None:
         raise ServiceError("a PDF report needs --output FILE")
@@ -72,6 +88,7 @@ def _report(args: argparse.Namespace, service: PostureService) -> int:
         host=args.host,
         framework=args.framework,
         as_of=parse_instant(args.as_of) if args.as_of else None,
+        workers=args.workers,
     )
     if args.output is None:
         issued = issue_report_to(service, request, sys.stdout.buffer)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 
-from collector.groups import host_groups
+from collector.groups import GroupRule, host_groups
 from collector.model import Host
 from collector.policy.model import Check, Status
 from collector.scoring import FleetScore, HostScore, Scored, fleet_score, host_score
@@ -28,6 +28,7 @@ from collector.waivers import Waiver, applicable_waiver, lapsed_waiver
 __all__ = [
     "STALE_AFTER_INTERVALS",
     "FleetAsOf",
+    "Given",
     "HostAsOf",
     "HostRecord",
     "ResultAsOf",
@@ -252,12 +253,25 @@ def canonical_evidence(stored: str) -> str:
     return json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class Given:
+    """What a report reads once, outside the per-host reads: the group rules and the
+    waivers in force. A report split across processes reads them in the parent and hands
+    them to every worker, so each part applies exactly the same ones (these rows are not
+    stamped with the instant they were written, so a later read could differ)."""
+
+    rules: tuple[GroupRule, ...]
+    waivers: tuple[Waiver, ...]
+
+
 class FleetAsOf:
     """The hosts of ``scope`` as of ``at``, read a page at a time inside one read
     transaction (use it as a context manager), so memory holds one page, never the fleet.
 
     ``evidence_for`` is ``"all"`` (every result carries its evidence rows) or
     ``"failing"`` (only results stored as fail or error do; the others keep their digest).
+    ``id_range`` (after, upto) bounds the host ids read (one worker's part of a report);
+    ``given`` supplies the rules and waivers instead of reading them (``Given``).
     """
 
     def __init__(
@@ -269,6 +283,8 @@ class FleetAsOf:
         *,
         evidence_for: str = "all",
         page_size: int = 500,
+        id_range: tuple[int, int | None] = (0, None),
+        given: Given | None = None,
     ) -> None:
         if evidence_for not in ("all", "failing"):
             raise ValueError(f"evidence_for must be 'all' or 'failing', not {evidence_for!r}")
@@ -280,6 +296,8 @@ class FleetAsOf:
         }
         self.evidence_for = evidence_for
         self.page_size = page_size
+        self.id_range = id_range
+        self.given = given
         self.waivers: tuple[Waiver, ...] = ()
         #: Waivers by the check they name: a result whose check has none, on a host that
         #: is not stale, is shown as stored (``shown`` need not be asked).
@@ -291,8 +309,11 @@ class FleetAsOf:
         self._context = self.store.read_snapshot()
         self._context.__enter__()
         self._reading = True
-        self._rules = self.store.group_rules()
-        self.waivers = tuple(w for w in self.store.list_waivers() if w.requested_at <= self.at)
+        if self.given is None:
+            rules = self.store.group_rules()
+            waivers = tuple(w for w in self.store.list_waivers() if w.requested_at <= self.at)
+            self.given = Given(tuple(rules), waivers)
+        self._rules, self.waivers = list(self.given.rules), self.given.waivers
         for waiver in self.waivers:
             self.waivers_by_check.setdefault(waiver.check_id, []).append(waiver)
         return self
@@ -310,9 +331,11 @@ class FleetAsOf:
         """Every host in scope, by id."""
         if not self._reading:
             raise RuntimeError("FleetAsOf is read inside its with block")
-        after = 0
+        after, upto = self.id_range
         while True:
-            page = self.store.report_host_page(self.at, after, self.page_size, self.scope.host_ids)
+            page = self.store.report_host_page(
+                self.at, after, self.page_size, self.scope.host_ids, upto
+            )
             if not page:
                 return
             after = page[-1][0]

@@ -45,14 +45,16 @@ def renderer_for(
     generated_at: str,
     *,
     one_host: bool,
+    token: str | None = None,
 ) -> Renderer:
-    """The renderer of format ``fmt``; a PDF is detailed for one host, compact otherwise."""
+    """The renderer of format ``fmt``; a PDF is detailed for one host, compact otherwise.
+    ``token`` is the CSV's digest placeholder (the same in every worker of one report)."""
     if fmt == "table":
         return TableRenderer(checks)
     if fmt == "json":
         return JsonRenderer()
     if fmt == "csv":
-        return CsvRenderer(checks, packs, as_of, generated_at)
+        return CsvRenderer(checks, packs, as_of, generated_at, token)
     if fmt == "html":
         return HtmlRenderer(checks)
     if fmt == "pdf":

@@ -192,6 +192,9 @@ class HtmlRenderer(Renderer):
     def close(self) -> None:
         self._spool.close()
 
+    def spools(self) -> list[Spool]:
+        return [self._spool]
+
 
 class CompactRenderer(Renderer):
     """The compact group layout (module docstring) as HTML, for the PDF of a group."""
@@ -240,6 +243,9 @@ class CompactRenderer(Renderer):
     def close(self) -> None:
         self._spool.close()
 
+    def spools(self) -> list[Spool]:
+        return [self._spool]
+
 
 def pdf_bytes(html: str) -> bytes:
     """HTML laid out as PDF (WeasyPrint, imported lazily: it takes a second to load). The
@@ -276,3 +282,6 @@ class PdfRenderer(Renderer):
 
     def close(self) -> None:
         self._html.close()
+
+    def spools(self) -> list[Spool]:
+        return self._html.spools()

@@ -81,13 +81,25 @@ def csv_field(value: str) -> str:
     return value
 
 
-def _check_fields(check: Check, packs: Mapping[str, Pack]) -> tuple[str, str]:
-    """The CSV fields that depend on the check alone: (``policy``, ``severity`` through
-    the frameworks), joined and quoted once per report rather than once per row."""
+def _check_fields(check_id: str, check: Check, packs: Mapping[str, Pack]) -> tuple[str, str]:
+    """The CSV fields that depend on the check alone: (``check_id`` and ``policy``,
+    ``severity`` through the frameworks), joined and quoted once per report rather than
+    once per row."""
     pack = packs.get(check.pack)
     refs = [" ".join(ref.control for ref in check.frameworks.get(f, ())) for f in FRAMEWORKS]
     tail = [check.severity.value, check.pack, pack.version if pack else "", *refs]
-    return csv_field(check.title), ",".join(csv_field(value) for value in tail)
+    head = f"{csv_field(check_id)},{csv_field(check.title)}"
+    return head, ",".join(csv_field(value) for value in tail)
+
+
+class _Quoted(dict[str, str]):
+    """CSV fields by text, quoted once each: a fleet's reasons and evidence repeat."""
+
+    def __missing__(self, text: str) -> str:
+        if len(self) >= 50_000:
+            self.clear()
+        field = self[text] = csv_field(text)
+        return field
 
 
 class CsvRenderer(Renderer):
@@ -96,12 +108,20 @@ class CsvRenderer(Renderer):
     the file is written (the digest covers every host, so it is known only then)."""
 
     def __init__(
-        self, checks: Mapping[str, Check], packs: Sequence[Pack], as_of: str, generated_at: str
+        self,
+        checks: Mapping[str, Check],
+        packs: Sequence[Pack],
+        as_of: str,
+        generated_at: str,
+        token: str | None = None,
     ) -> None:
         by_name = {pack.name: pack for pack in packs}
-        self._checks = {cid: _check_fields(check, by_name) for cid, check in checks.items()}
-        self._token = secrets.token_hex(32)
+        self._checks = {cid: _check_fields(cid, check, by_name) for cid, check in checks.items()}
+        #: The placeholder; workers of one report are given the parent's (``token``).
+        self.token = token or secrets.token_hex(32)
+        self._token = self.token
         self._report = f"{csv_field(as_of)},{self._token},{csv_field(generated_at)}\n"
+        self._quoted = _Quoted()
         self._spool = Spool()
 
     def host(self, view: HostView) -> None:
@@ -117,16 +137,27 @@ class CsvRenderer(Renderer):
                 r.agent_version,
             )
         )
-        checks, report = self._checks, self._report
+        checks, report, quoted = self._checks, self._report, self._quoted
         rows = []
-        for result in view.results:
-            title, fields = checks[result.check_id]
-            waiver = "" if result.waiver_id is None else result.waiver_id
+        for (
+            check_id,
+            status,
+            raw,
+            reason,
+            since,
+            _,
+            digest,
+            evidence,
+            waived,
+            waiver_id,
+            note,
+        ) in view.results:
+            title, fields = checks[check_id]
+            waiver = "" if waiver_id is None else waiver_id
             rows.append(
-                f"{head},{csv_field(result.check_id)},{title},{result.status},"
-                f"{result.raw_status},{'yes' if result.waived else 'no'},{waiver},{fields},"
-                f"{csv_field(result.reason or result.waiver_note)},{result.since},{tail},"
-                f"{result.evidence_sha256},{csv_field(result.evidence or '')},{report}"
+                f"{head},{title},{status},{raw},{'yes' if waived else 'no'},{waiver},{fields},"
+                f"{quoted[reason or note]},{since},{tail},{digest},"
+                f"{quoted[evidence] if evidence else ''},{report}"
             )
         self._spool.write("".join(rows))
 
@@ -138,6 +169,9 @@ class CsvRenderer(Renderer):
 
     def close(self) -> None:
         self._spool.close()
+
+    def spools(self) -> list[Spool]:
+        return [self._spool]
 
 
 def _percent(value: float | None) -> str:
@@ -203,6 +237,9 @@ class TableRenderer(Renderer):
 
     def close(self) -> None:
         self._spool.close()
+
+    def spools(self) -> list[Spool]:
+        return [self._spool]
 
 
 def file_sha256(data: bytes) -> str:

@@ -23,7 +23,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any, NamedTuple
+from pathlib import Path
+from typing import IO, Any, NamedTuple, Protocol
 
 from collector.history import FleetAsOf, HostRecord, instant_text, instants
 from collector.policy.model import FRAMEWORKS, Pack, Status
@@ -42,13 +43,16 @@ from collector.reports.tally import FleetTally, Tally, check_weights
 from collector.waivers import Waiver, WaiverScope
 
 __all__ = [
+    "Accumulated",
     "HostView",
+    "Part",
     "Renderer",
     "ReportSpec",
     "Shown",
     "Spool",
     "canonical",
     "spliced",
+    "stream_hosts",
     "stream_report",
 ]
 
@@ -76,34 +80,49 @@ def spliced(document: Mapping[str, Any], key: str) -> tuple[str, str]:
 
 
 class Spool:
-    """A temporary file that text is appended to and later copied out of."""
+    """A temporary file that text is appended to and later copied out of, followed by
+    the parts other processes spooled (``adopt``), in the order adopted."""
 
     def __init__(self, directory: str | None = None) -> None:
         self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close)
+        self.parts: list[IO[bytes]] = []
 
     def write(self, text: str) -> None:
         self.file.write(text.encode())
+
+    def reopen(self, path: Path) -> None:
+        """Spool into the named file ``path`` instead (a worker's part, which the parent
+        adopts); only before anything is written."""
+        self.file.close()
+        self.file = path.open("w+b")
+
+    def adopt(self, path: Path) -> None:
+        """Append the part spooled into ``path`` (by ``reopen`` in another process)."""
+        self.parts.append(path.open("rb"))
 
     def chunks(self, *, whole_lines: bool = False) -> Iterator[bytes]:
         """The spooled bytes in chunks; with ``whole_lines``, each ends at a line break
         (where there is one), so no line is split between two chunks."""
         self.file.flush()
-        self.file.seek(0)
         rest = b""
-        while block := self.file.read(_CHUNK):
-            if not whole_lines:
-                yield block
-                continue
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            if cut:
-                yield block[:cut]
+        for file in (self.file, *self.parts):
+            file.seek(0)
+            while block := file.read(_CHUNK):
+                if not whole_lines:
+                    yield block
+                    continue
+                block = rest + block
+                cut = block.rfind(b"\n") + 1
+                rest = block[cut:]
+                if cut:
+                    yield block[:cut]
         if rest:
             yield rest
 
     def close(self) -> None:
         self.file.close()
+        for file in self.parts:
+            file.close()
 
 
 class Shown(NamedTuple):
@@ -153,6 +172,11 @@ class Renderer(ABC):
     def close(self) -> None:  # noqa: B027 (most renderers have a spool to release)
         """Release any spool."""
 
+    def spools(self) -> list[Spool]:
+        """The spools ``host`` writes to, in a fixed order: a report split across
+        processes redirects a worker's (``Spool.reopen``) and the parent adopts them."""
+        return []
+
 
 @dataclass(frozen=True)
 class ReportSpec:
@@ -164,7 +188,7 @@ class ReportSpec:
     scope: Mapping[str, Any]
 
 
-class _Accumulated:
+class Accumulated:
     """What the report's header needs from every host: scores, control counts, and which
     hosts and groups were in scope (for the waivers that touch them)."""
 
@@ -188,6 +212,19 @@ class _Accumulated:
                 counts = self.controls[result.check_id]
                 counts[result.status] = counts.get(result.status, 0) + 1
                 counts["waived"] = counts.get("waived", 0) + result.waived
+
+    def merge(self, other: Accumulated) -> None:
+        """Add what another part of the report accumulated (sums: order does not matter)."""
+        self.fleet.merge(other.fleet)
+        for name, tally in other.groups.items():
+            self.groups.setdefault(name, FleetTally()).merge(tally)
+        self.host_ids |= other.host_ids
+        self.group_names |= other.group_names
+        if self.controls is not None and other.controls is not None:
+            for check_id, counts in other.controls.items():
+                mine = self.controls[check_id]
+                for key, count in counts.items():
+                    mine[key] = mine.get(key, 0) + count
 
     def touches(self, waiver: Waiver, whole_fleet: bool) -> bool:
         if whole_fleet:
@@ -296,7 +333,7 @@ def _leading(fleet: FleetAsOf, spec: ReportSpec) -> dict[str, Any]:
     }
 
 
-def _trailing(fleet: FleetAsOf, spec: ReportSpec, seen: _Accumulated) -> dict[str, Any]:
+def _trailing(fleet: FleetAsOf, spec: ReportSpec, seen: Accumulated) -> dict[str, Any]:
     """The fields that sort after ``hosts``: what the hosts add up to."""
     checks, framework, controls = fleet.checks, spec.framework, seen.controls
     whole_fleet = fleet.scope.host_ids is None and fleet.scope.group is None
@@ -332,7 +369,9 @@ class _Canonical:
         self.out = out
 
     def write(self, text: str) -> None:
-        data = text.encode()
+        self.write_bytes(text.encode())
+
+    def write_bytes(self, data: bytes) -> None:
         self.digest.update(data)
         if self.out is not None:
             self.out.write(data)
@@ -343,24 +382,83 @@ class _Canonical:
         return self.digest.hexdigest()
 
 
-def stream_report(fleet: FleetAsOf, spec: ReportSpec, renderer: Renderer, out: IO[bytes]) -> Report:
-    """Read ``fleet`` (an open ``FleetAsOf``) host by host, render it with ``renderer``
-    into ``out``, and return the report's header document (with its content digest)."""
+class _TextSink(Protocol):
+    def write(self, text: str) -> object: ...
+
+
+def stream_hosts(
+    fleet: FleetAsOf, framework: str | None, renderer: Renderer, sink: _TextSink
+) -> Accumulated:
+    """Read ``fleet`` (an open ``FleetAsOf``) host by host: write each host's canonical
+    JSON to ``sink`` (comma separated), hand it to ``renderer``, and return what the
+    hosts add up to. The whole report, or one worker's range of hosts."""
     weights = check_weights(fleet.checks)
     quoted = {check_id: _encode(check_id) for check_id in fleet.checks}
-    keep = renderer.reads_results or spec.framework is not None  # controls count results
-    seen = _Accumulated(sorted(fleet.checks), spec.framework)
+    keep = renderer.reads_results or framework is not None  # controls count results
+    seen = Accumulated(sorted(fleet.checks), framework)
+    separator = ""
+    for record in fleet.hosts():
+        view, text, tally = _host_view(fleet, record, weights, quoted, keep)
+        sink.write(separator + text)
+        separator = ","
+        seen.add(record, tally, view.results)
+        renderer.host(view)
+    return seen
+
+
+@dataclass(frozen=True)
+class Part:
+    """One worker's range of hosts, rendered: its hosts' canonical JSON (comma separated)
+    in ``canonical``, the renderer's spools in ``spools`` (``Renderer.spools`` order),
+    and what its hosts add up to."""
+
+    canonical: Path
+    spools: tuple[Path, ...]
+    seen: Accumulated
+
+
+def _join(parts: Sequence[Part], renderer: Renderer, sink: _Canonical) -> Accumulated | None:
+    """The parts in order, as if one process had streamed them: canonical JSON copied
+    into ``sink`` (hashed), spools adopted by ``renderer``, accumulators merged."""
+    seen: Accumulated | None = None
+    separator = b""
+    for part in parts:
+        if part.seen.fleet.hosts:
+            with part.canonical.open("rb") as handle:
+                sink.write_bytes(separator)
+                while block := handle.read(_CHUNK):
+                    sink.write_bytes(block)
+            separator = b","
+        for spool, path in zip(renderer.spools(), part.spools, strict=True):
+            spool.adopt(path)
+        if seen is None:
+            seen = part.seen
+        else:
+            seen.merge(part.seen)
+    return seen
+
+
+def stream_report(
+    fleet: FleetAsOf,
+    spec: ReportSpec,
+    renderer: Renderer,
+    out: IO[bytes],
+    parts: Sequence[Part] | None = None,
+) -> Report:
+    """Read ``fleet`` (an open ``FleetAsOf``) host by host, render it with ``renderer``
+    into ``out``, and return the report's header document (with its content digest).
+    With ``parts`` (the hosts already streamed by workers, ``collector.reports.parallel``)
+    the hosts are those parts, joined in order, and ``fleet`` is read for nothing else
+    than its instant, scope, checks and waivers."""
     leading = _leading(fleet, spec)
     canonical_json = _Canonical(out if renderer.is_canonical_json else None)
     try:
         canonical_json.write(canonical(leading)[:-1] + ',"hosts":[')
-        separator = ""
-        for record in fleet.hosts():
-            view, text, tally = _host_view(fleet, record, weights, quoted, keep)
-            canonical_json.write(separator + text)
-            separator = ","
-            seen.add(record, tally, view.results)
-            renderer.host(view)
+        if parts is None:
+            seen = stream_hosts(fleet, spec.framework, renderer, canonical_json)
+        else:
+            joined = _join(parts, renderer, canonical_json)
+            seen = joined or Accumulated(sorted(fleet.checks), spec.framework)
         trailing = _trailing(fleet, spec, seen)
         canonical_json.write("]," + canonical(trailing)[1:-1])
         document = {

@@ -121,6 +121,15 @@ class FleetTally:
             label = next(label for label, low in reversed(BUCKETS) if percent >= low)
             self.distribution[label] += 1
 
+    def merge(self, other: FleetTally) -> None:
+        """Add another set of hosts' figures (a report split across processes)."""
+        self.total.merge(other.total)
+        self.hosts += other.hosts
+        self.unscored += other.unscored
+        self.without_severe += other.without_severe
+        for label, count in other.distribution.items():
+            self.distribution[label] += count
+
     def document(self) -> dict[str, Any]:
         """The ``summary`` (or a group's ``score``) object of the report."""
         total = self.total

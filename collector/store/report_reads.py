@@ -45,13 +45,18 @@ class ReportReadsMixin(StoreBase):
         after_id: int,
         limit: int,
         host_ids: Collection[int] | None = None,
+        upto_id: int | None = None,
     ) -> list[HostRow]:
-        """Up to ``limit`` hosts enrolled by ``at`` with an id above ``after_id``, by id,
-        each with its latest batch and evaluation as of ``at`` (index seeks per host)."""
+        """Up to ``limit`` hosts enrolled by ``at`` with an id above ``after_id`` (and at
+        most ``upto_id``), by id, each with its latest batch and evaluation as of ``at``
+        (index seeks per host)."""
         stamp = ts(at)
         only, params = "", [stamp, stamp, stamp, stamp, after_id]
+        if upto_id is not None:
+            only = " AND h.id <= ?"
+            params.append(upto_id)
         if host_ids is not None:
-            only = f" AND h.id IN {_IDS}"
+            only += f" AND h.id IN {_IDS}"
             params.append(json.dumps(sorted(host_ids)))
         rows = self.conn.execute(
             "SELECT h.id, h.hardware_uuid, h.hardware_serial, h.hostname, h.platform,"
@@ -63,6 +68,13 @@ class ReportReadsMixin(StoreBase):
             params,
         )
         return rows.fetchall()
+
+    def report_host_ids(self, at: datetime) -> list[int]:
+        """The ids of every host enrolled by ``at``, in order (to split a report by id)."""
+        rows = self.conn.execute(
+            "SELECT id FROM hosts WHERE enrolled_at <= ? ORDER BY id", (ts(at),)
+        )
+        return [row[0] for row in rows]
 
     def report_results(self, at: datetime, host_ids: Sequence[int]) -> list[ResultRow]:
         """The latest transition as of ``at`` of every (host, check) on ``host_ids``, in no

@@ -28,13 +28,14 @@ from collector.drift import EventKind, StoredEvent
 from collector.governance import Governance, WaiverRequest
 from collector.model import Host
 from collector.policy.model import FRAMEWORKS, Status
-from collector.reporting import ReportRequest, issue_report
+from collector.reporting import ReportRequest, issue_report_spooled
 from collector.reports import FORMATS
 from collector.service import PostureService, ServiceError
 from collector.waivers import WaiverScope
 from collector.web import auth
 from collector.web.charts import distribution_chart, trend_chart
 from collector.web.context import WebContext
+from collector.web.downloads import spooled_response
 from collector.web.errors import ApiError
 from collector.web.views import (
     SORTS,
@@ -566,7 +567,7 @@ async def download_report(request: Request) -> Response:
     context = _context(request)
     try:
         report_request = _report_request(fields, viewer.principal.actor)
-        issued = await context.call(issue_report, context.service, report_request)
+        issued = await context.call(issue_report_spooled, context.service, report_request)
     except ServiceError as error:
         return await _reports_page(request, viewer, error=str(error), status_code=400)
     filename = _filename(report_request, context.service.clock())
@@ -574,4 +575,4 @@ async def download_report(request: Request) -> Response:
         "Content-Disposition": f'attachment; filename="{filename}"',
         "X-Report-SHA256": issued.sha256,
     }
-    return Response(issued.data, media_type=_MEDIA[report_request.fmt][0], headers=headers)
+    return spooled_response(issued, _MEDIA[report_request.fmt][0], headers)

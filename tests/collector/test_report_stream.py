@@ -6,28 +6,43 @@ file behind."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import importlib.util
 import io
 import json
+import os
 import random
+import re
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from collector import cli, reporting
 from collector.governance import Governance, WaiverRequest
 from collector.history import FleetAsOf, Scope, take_snapshot
 from collector.model import FactBatch, HostIdentity, TableFacts
 from collector.policy.loader import load_packs
 from collector.policy.model import Severity, Status
-from collector.reporting import ReportRequest, issue_report, issue_report_file
+from collector.reporting import (
+    ReportRequest,
+    issue_report,
+    issue_report_file,
+    issue_report_spooled,
+)
+from collector.reporting import verify_report as verify_report_of
 from collector.reports import ReportSpec, renderer_for, stream_report
+from collector.reports.parallel import Slice, default_workers, id_ranges, run_parts
+from collector.reports.stream import Part
 from collector.reports.tally import FleetTally, Tally
 from collector.scoring import fleet_score, host_score
 from collector.service import PostureService, ServiceError
-from collector.store import SqliteStore
+from collector.store import SqliteStore, open_store
 from collector.waivers import WaiverScope
-from tests.collector.test_reports import PACK, ROOT_ONLY, TELNET, TOOR
+from tests.collector.test_reports import PACK, ROOT_ONLY, TELNET, TOOR, _masked, _pdf_text
 
 TRICKY = 'pd-"quoted", with\nnewline'
 
@@ -35,9 +50,13 @@ TRICKY = 'pd-"quoted", with\nnewline'
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[PostureService]:
     """Seven hosts over two groups: failures, a stale host, a group waiver."""
+    store = SqliteStore(tmp_path / "collector.db")
+    yield from _fleet_on(store, tmp_path)
+
+
+def _fleet_on(store: SqliteStore, tmp_path: Path) -> Iterator[PostureService]:
     (tmp_path / "packs" / "r").mkdir(parents=True)
     (tmp_path / "packs" / "r" / "pack.yaml").write_text(PACK)
-    store = SqliteStore(tmp_path / "collector.db")
     service = PostureService(store, load_packs(tmp_path / "packs"), interval_seconds=3600)
     now = [datetime(2025, 3, 3, 9, 0, tzinfo=UTC)]
     service.clock = lambda: now[0]
@@ -178,3 +197,145 @@ def test_a_report_that_fails_leaves_no_file_and_no_partial_file(
     issued = issue_report_file(fleet, ReportRequest(fmt="json", user="a"), target)
     assert [p.name for p in target.parent.iterdir()] == ["report.json"]
     assert json.loads(target.read_bytes())["content_sha256"] == issued.report.content_sha256
+
+
+# Reports split across worker processes -------------------------------------------------
+
+
+def _issued(service: PostureService, fmt: str, **request: Any) -> tuple[bytes, str]:
+    issued = issue_report(service, ReportRequest(fmt=fmt, user="auditor", **request))
+    return issued.data, issued.report.content_sha256
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "html", "table", "pdf"])
+@pytest.mark.parametrize(
+    "scope",
+    [{}, {"group": "Police"}, {"framework": "cjis"}],
+    ids=["fleet", "group", "framework"],
+)
+def test_a_report_split_across_workers_is_the_single_process_report_byte_for_byte(
+    fleet: PostureService, fmt: str, scope: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if fmt == "pdf" and scope:
+        pytest.skip("one PDF is enough: WeasyPrint is slow")
+    at = fleet.clock()
+    single, digest = _issued(fleet, fmt, as_of=at, workers=1, page_size=2)
+    workers_seen: list[int] = []
+
+    def counting(tasks: list[Slice]) -> list[Part]:
+        workers_seen.append(len(tasks))
+        return run_parts(tasks)
+
+    monkeypatch.setattr(reporting, "run_parts", counting)
+    split, split_digest = _issued(fleet, fmt, as_of=at, workers=3, page_size=2, **scope)
+    if scope:  # the same scope in one process
+        single, digest = _issued(fleet, fmt, as_of=at, workers=1, page_size=2, **scope)
+    assert workers_seen == [3]
+    assert split_digest == digest
+    if fmt == "pdf":
+        stamp = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00")  # generated differs
+        first, second = (stamp.sub("<t>", _pdf_text(data)[1]) for data in (single, split))
+        assert first.count("Host ") == 7 and first == second
+        return
+    assert split != single  # generated (sealed) a microsecond apart...
+    assert _masked(split, fmt) == _masked(single, fmt)  # ...and nothing else differs
+
+
+def test_the_hosts_are_cut_into_id_ranges_of_about_as_many_hosts_each() -> None:
+    ids = [1, 2, 3, 5, 8, 13, 21]
+    assert id_ranges(ids, 1) == [(0, None)]
+    assert id_ranges(ids, 3) == [(0, 2), (2, 5), (5, None)]  # 2, 2 and 3 hosts
+    assert id_ranges(ids[:2], 5) == [(0, 1), (1, None)]
+    assert id_ranges([], 4) == [(0, None)]
+    assert default_workers(10) == 1  # too few hosts to be worth a process
+
+
+def test_a_worker_that_fails_fails_the_report_and_leaves_no_file(
+    fleet: PostureService, tmp_path: Path
+) -> None:
+    # A failing result of the last host names evidence that is not stored: only the last
+    # worker, reading that host, can notice.
+    last = max(host.id for host in fleet.store.list_hosts())
+    fleet.store.conn.execute("PRAGMA foreign_keys=OFF")
+    fleet.store.conn.execute(
+        "UPDATE result_transitions SET evidence_sha256 = ? WHERE id = (SELECT MAX(id) FROM"
+        " result_transitions WHERE host_id = ? AND new_status = 'fail')",
+        ("f" * 64, last),
+    )
+    target = tmp_path / "out" / "report.csv"
+    target.parent.mkdir()
+    request = ReportRequest(fmt="csv", user="a", workers=3, page_size=2)
+    with pytest.raises(ServiceError, match=r"report worker 2 \(hosts \d+\.\.\) failed: evidence"):
+        issue_report_file(fleet, request, target)
+    assert list(target.parent.iterdir()) == []
+    with pytest.raises(ServiceError, match="workers must be at least 1"):
+        issue_report_file(fleet, ReportRequest(fmt="csv", user="a", workers=0), target)
+
+
+def test_a_spooled_report_is_an_anonymous_file_holding_exactly_the_issued_bytes(
+    fleet: PostureService,
+) -> None:
+    spooled = issue_report_spooled(fleet, ReportRequest(fmt="csv", user="auditor"))
+    try:
+        assert os.fstat(spooled.file.fileno()).st_nlink == 0  # no name: nothing left behind
+        data = spooled.file.read()
+    finally:
+        spooled.file.close()
+    assert len(data) == spooled.size > 0
+    assert hashlib.sha256(data).hexdigest() == spooled.sha256
+    assert [r.sha256 for r in verify_report_of(fleet, data)] == [spooled.sha256]
+
+
+def _postgres_fixture() -> Any:
+    """The session's private PostgreSQL server (``tests/postgres_fixture.py``), loaded
+    under the name the storage contract's conftest gives it, so both share one server."""
+    name = "posture_tests_postgres"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "postgres_fixture.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+postgres = _postgres_fixture().postgres
+
+
+@pytest.fixture
+def pg_fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PostureService]:
+    server = request.getfixturevalue("postgres")
+    yield from _fleet_on(open_store(server.database()), tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_on_postgresql_a_split_report_is_the_single_process_report(
+    pg_fleet: PostureService, fmt: str
+) -> None:
+    at = pg_fleet.clock()
+    single, digest = _issued(pg_fleet, fmt, as_of=at, workers=1, page_size=2)
+    split, split_digest = _issued(pg_fleet, fmt, as_of=at, workers=3, page_size=2)
+    assert split_digest == digest
+    assert _masked(split, fmt) == _masked(single, fmt)
+    assert single.count(b"pd-3") >= 1
+
+
+def test_the_cli_report_takes_workers_and_writes_the_same_content(
+    fleet: PostureService, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, packs = str(fleet.store.location), str(tmp_path / "packs")
+    at = fleet.clock().isoformat()
+    digests = []
+    for workers in ("1", "3"):
+        out = tmp_path / f"report-{workers}.csv"
+        argv = ["report", "--db", db, "--policies", packs, "--format", "csv", "--as-of", at,
+                "--workers", workers, "--output", str(out)]  # fmt: skip
+        assert cli.main(argv) == 0
+        digests.append(capsys.readouterr().err.split("content sha256 ")[1].strip())
+        assert out.with_name(out.name + ".sha256").exists()
+    assert digests[0] == digests[1] and len(digests[0]) == 64
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["report", "--db", db, "--policies", packs, "--workers", "0"])
+    assert usage.value.code == 2
+    assert "at least 1, not '0'" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 A report is produced as ``posture-collector report`` produces it (``collector.reporting``:
 sealed instant, scope, history as of ``as_of``, registration of the file's SHA-256), on a
 reader thread with its own connection, so a fleet report does not hold up ingest. The
+file is written to an anonymous temporary file and sent from it a block at a time. The
 file's SHA-256 and the content's SHA-256 travel in headers, as the CLI prints them.
 """
 
@@ -14,12 +15,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from collector.access import Permission, Principal
-from collector.reporting import IssuedFile, ReportRequest, issue_report, verify_report
+from collector.reporting import (
+    ReportRequest,
+    SpooledReport,
+    issue_report_spooled,
+    verify_report,
+)
 from collector.reports.render import file_sha256
 from collector.service import PostureService
 from collector.web.api.common import ERRORS, Ctx
 from collector.web.api.models import IssuedReportModel, ReportCreate, VerifyModel
 from collector.web.auth import record, require
+from collector.web.downloads import spooled_response
 from collector.web.errors import ApiError
 
 __all__ = ["MEDIA_TYPES", "router"]
@@ -46,8 +53,8 @@ _FILE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _issue(service: PostureService, request: ReportRequest) -> IssuedFile:
-    return issue_report(service, request)
+def _issue(service: PostureService, request: ReportRequest) -> SpooledReport:
+    return issue_report_spooled(service, request)
 
 
 @router.post("/reports", response_class=Response, responses=_FILE)
@@ -78,7 +85,7 @@ async def generate_report(
         "X-Report-SHA256": issued.sha256,
         "X-Content-SHA256": issued.report.content_sha256,
     }
-    return Response(issued.data, media_type=MEDIA_TYPES[body.format], headers=headers)
+    return spooled_response(issued, MEDIA_TYPES[body.format], headers)
 
 
 def _verify(service: PostureService, data: bytes) -> VerifyModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,9 @@ def test_a_csv_report_downloads_with_its_digests(api: ApiServer) -> None:
     assert verified.json()["issued"] is True
     assert verified.json()["sha256"] == answer.headers["x-report-sha256"]
     assert altered.json()["issued"] is False
+    # Sent from its spooled file: whole, with its length and the digest of these bytes.
+    assert int(answer.headers["content-length"]) == len(answer.content)
+    assert hashlib.sha256(answer.content).hexdigest() == answer.headers["x-report-sha256"]
 
 
 def test_every_report_format_downloads(api: ApiServer) -> None:
