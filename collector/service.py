@@ -13,7 +13,7 @@ Administration (groups, waivers, baselines) is in ``collector.governance``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -36,6 +36,7 @@ from collector.policy.model import Check, Pack, Status
 from collector.policy.plan import CollectionPlan, collection_plan
 from collector.scoring import FleetScore, HostScore, fleet_score, host_score
 from collector.store import SqliteStore
+from collector.store.results import PriorResult
 from collector.tracked import plan_with_tracking
 from collector.waivers import Waiver, applicable_waiver
 
@@ -196,6 +197,9 @@ class PostureService:
             self.after_ingest()
 
     def evaluate_host(self, host: Host, only_tables: Collection[str] | None = None) -> None:
+        """Evaluate the host's checks (those reading ``only_tables``, if given) and save
+        their results with the drift they cause. Only the evaluated checks' previous results
+        are read, their evidence left encoded; every status is read only when one flips."""
         states = self.store.table_states(host.id)
         table_status = {name: (state.error or None) for name, state in states.items()}
         results = self.evaluator.evaluate(
@@ -206,28 +210,31 @@ class PostureService:
             StoredResult(host.id, r.check_id, r.status, r.reason, r.evidence, now, now)
             for r in results
         ]
-        previous = self.store.results_for(host.id)
-        events = self._compliance_drift(previous, stored)
-        self.store.save_results(host.id, stored, now, previous=previous, events=events)
+        previous = self.store.prior_results(host.id, [r.check_id for r in stored])
+        events = self._compliance_drift(host.id, previous, stored)
+        self.store.save_results(host.id, stored, now, previous=previous.values(), events=events)
 
     def _compliance_drift(
-        self, previous: Sequence[StoredResult], current: Sequence[StoredResult]
+        self, host_id: int, previous: Mapping[str, PriorResult], current: Sequence[StoredResult]
     ) -> list[DriftEvent]:
         """Flips, and a score drop measured on the checks the host had results for before
-        (a newly added check is not the host getting worse)."""
-        before = {r.check_id: r for r in previous if r.check_id in self.checks}
+        (a newly added check is not the host getting worse). ``previous`` holds the
+        evaluated checks' results before; the score needs all of the host's statuses, read
+        only when a check it counts flipped."""
+        before = {c: r.status for c, r in previous.items() if c in self.checks}
         flips = [
-            (r.check_id, before[r.check_id].status if r.check_id in before else None, r.status)
+            (r.check_id, before.get(r.check_id), r.status)
             for r in current
-            if r.check_id not in before or before[r.check_id].status != r.status
+            if r.check_id not in before or before[r.check_id] != r.status
         ]
         if not any(check_id in before for check_id, _, _ in flips):
             return compliance_drift(flips, None, None, self.score_drop_points)  # same score
-        after = before | {r.check_id: r for r in current if r.check_id in before}
+        every = {c: s for c, s in self.store.host_statuses(host_id).items() if c in self.checks}
+        after = every | {r.check_id: r.status for r in current if r.check_id in every}
         return compliance_drift(
             flips,
-            self._score(tuple(before.values())).percent,
-            self._score(tuple(after.values())).percent,
+            self._score(every).percent,
+            self._score(after).percent,
             self.score_drop_points,
         )
 
@@ -277,8 +284,8 @@ class PostureService:
         reason = stale_reason(host.last_collected_at, result.status)
         return replace(result, status=Status.UNKNOWN, reason=reason)
 
-    def _score(self, results: Sequence[StoredResult]) -> HostScore:
-        return host_score((self.checks[r.check_id].severity, r.status) for r in results)
+    def _score(self, statuses: Mapping[str, Status]) -> HostScore:
+        return host_score((self.checks[c].severity, status) for c, status in statuses.items())
 
     def host_views(self) -> list[HostView]:
         overlay = self._overlay()

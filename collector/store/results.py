@@ -7,6 +7,12 @@ per (host, check) at or before an instant is the result as of that instant, and 
 ``status_since`` says since when the status held. ``evaluations`` records when each host
 was evaluated. All of it, and the compliance drift events the change raised, are written
 in one transaction.
+
+Re-evaluating after a delta touches a few checks, so reads are per check: ``results_for``
+takes the check ids wanted, ``prior_results`` gives what ``save_results`` compares with
+(evidence left encoded: the new evidence is compared as text first, and decoded only when
+the text differs), and ``host_statuses`` gives every status without any evidence (what a
+score needs).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,10 +31,32 @@ from collector.policy.model import Pack, Status
 from collector.store.base import StoreBase, ts
 from collector.store.drift import insert_events
 
-__all__ = ["ResultsMixin", "Transition", "evidence_digest"]
+__all__ = ["PriorResult", "ResultsMixin", "Transition", "evidence_digest"]
 
 #: (check id, old status or None for a first result, new status)
 Transition = tuple[str, Status | None, Status]
+
+#: Check ids per ``IN (...)`` list: far below SQLite's oldest variable limit (999).
+_IDS_PER_QUERY = 500
+
+
+@dataclass(frozen=True)
+class PriorResult:
+    """A stored result as a new one is compared with it, its evidence still encoded: most
+    re-evaluated checks keep their evidence, and comparing text costs far less than
+    decoding it."""
+
+    check_id: str
+    status: Status
+    reason: str
+    evidence_json: str
+    changed_at: datetime
+
+    def same_evidence(self, encoded: str, evidence: object) -> bool:
+        """Whether ``evidence`` (``encoded`` as ``save_results`` stores it) is this
+        result's: equal text is; different text is compared decoded (rows stored with
+        another spelling are the same evidence when their values are)."""
+        return encoded == self.evidence_json or tuple(json.loads(self.evidence_json)) == evidence
 
 
 def evidence_digest(evidence_json: str) -> str:
@@ -43,16 +72,15 @@ class ResultsMixin(StoreBase):
         results: Sequence[StoredResult],
         now: datetime,
         *,
-        previous: Iterable[StoredResult] | None = None,
+        previous: Iterable[StoredResult | PriorResult] | None = None,
         events: Iterable[DriftEvent] = (),
     ) -> list[Transition]:
         """Upsert the latest results, record every change and ``events``; returns the status
-        changes. ``previous`` (the host's results before, if the caller has them) saves a
-        read."""
-        before = {
-            result.check_id: result
-            for result in (self.results_for(host_id) if previous is None else previous)
-        }
+        changes. ``previous`` (the results before of at least these checks, if the caller
+        has them) saves a read."""
+        if previous is None:
+            previous = self.prior_results(host_id, [r.check_id for r in results]).values()
+        before = {result.check_id: result for result in previous}
         with self._transaction() as conn:
             now = self._stamp(conn, now)
             rows = _Rows()
@@ -65,9 +93,50 @@ class ResultsMixin(StoreBase):
             insert_events(conn, host_id, now, events, self.notify_events)
         return rows.transitions
 
-    def results_for(self, host_id: int) -> list[StoredResult]:
-        rows = self.db["results"].rows_where("host_id = ?", [host_id], order_by="check_id")
-        return [_stored_result(row) for row in rows]
+    def results_for(
+        self, host_id: int, check_ids: Collection[str] | None = None
+    ) -> list[StoredResult]:
+        """The host's latest results by check id: all, or those of ``check_ids``."""
+        columns = "host_id, check_id, status, reason, evidence_json, evaluated_at, changed_at"
+        rows = self._result_rows(host_id, check_ids, columns)
+        return [_stored_result(dict(zip(columns.split(", "), row, strict=True))) for row in rows]
+
+    def prior_results(self, host_id: int, check_ids: Collection[str]) -> dict[str, PriorResult]:
+        """What ``save_results`` compares new results of ``check_ids`` with, by check id."""
+        columns = "check_id, status, reason, evidence_json, changed_at"
+        return {
+            check_id: PriorResult(
+                check_id, Status(status), reason, evidence, datetime.fromisoformat(changed)
+            )
+            for check_id, status, reason, evidence, changed in self._result_rows(
+                host_id, check_ids, columns
+            )
+        }
+
+    def host_statuses(self, host_id: int) -> dict[str, Status]:
+        """Every latest status of the host by check id, without evidence (for its score)."""
+        return {
+            check_id: Status(status)
+            for check_id, status in self._result_rows(host_id, None, "check_id, status")
+        }
+
+    def _result_rows(
+        self, host_id: int, check_ids: Collection[str] | None, columns: str
+    ) -> list[tuple[Any, ...]]:
+        """``columns`` of the host's results in check id order: all, or those of
+        ``check_ids`` (a portable ``IN`` list per ``_IDS_PER_QUERY`` ids; sorted ids keep
+        the chunks' concatenation in order)."""
+        select = f"SELECT {columns} FROM results WHERE host_id = ?"
+        if check_ids is None:
+            return list(self.conn.execute(f"{select} ORDER BY check_id", (host_id,)))
+        ids = sorted(set(check_ids))
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"{select} AND check_id IN ({marks}) ORDER BY check_id"
+            rows.extend(self.conn.execute(sql, (host_id, *chunk)))
+        return rows
 
     def all_results(self) -> list[StoredResult]:
         rows = self.db["results"].rows_where(order_by="host_id, check_id")
@@ -100,7 +169,11 @@ class _Rows:
         self.transitions: list[Transition] = []
 
     def add(
-        self, host_id: int, result: StoredResult, before: StoredResult | None, now: datetime
+        self,
+        host_id: int,
+        result: StoredResult,
+        before: StoredResult | PriorResult | None,
+        now: datetime,
     ) -> None:
         """Upsert one result, and record its change if any (and its status change)."""
         evidence = json.dumps(result.evidence, sort_keys=True)
@@ -109,7 +182,7 @@ class _Rows:
             status_changed
             or before is None
             or before.reason != result.reason
-            or before.evidence != result.evidence
+            or not _same_evidence(before, evidence, result.evidence)
         )
         since = now if status_changed or before is None else before.changed_at
         self.latest.append(
@@ -143,6 +216,12 @@ class _Rows:
             " reason, evidence_sha256, status_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             self.changes,
         )
+
+
+def _same_evidence(before: StoredResult | PriorResult, encoded: str, evidence: object) -> bool:
+    if isinstance(before, PriorResult):
+        return before.same_evidence(encoded, evidence)
+    return before.evidence == evidence
 
 
 def _stored_result(row: Mapping[str, Any]) -> StoredResult:
