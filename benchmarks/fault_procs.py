@@ -73,7 +73,9 @@ class CollectorProc:
         assert self.process.stdout is not None
         line = self.process.stdout.readline().decode()
         if "listening on" not in line:
+            self.process.kill()
             self.process.wait(timeout=30)
+            self.process.stdout.close()
             self.process = None
             raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
         self.port = int(line.rsplit(":", 1)[1])

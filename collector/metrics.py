@@ -119,13 +119,13 @@ class CollectorMetrics:
         self.enrollments = Counter("posture_enrollments", "Hosts enrolled", registry=registry)
         self.ack_latency = Histogram(
             "posture_ack_latency_seconds",
-            "From a batch arriving to its ack being sent: queueing, storing and evaluating",
+            "From a batch arriving to its ack being sent: queueing and storing (a durable commit)",
             buckets=_ACK_BUCKETS,
             registry=registry,
         )
         self.ingest_latency = Histogram(
             "posture_ingest_seconds",
-            "Worker time to store one batch and re-evaluate the checks it touched",
+            "A batch's share of its commit group's writer time: storing and re-evaluating",
             buckets=_ACK_BUCKETS,
             registry=registry,
         )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,11 +152,24 @@ def run_parts(tasks: Sequence[Slice]) -> list[Part]:
     with ProcessPoolExecutor(max_workers=len(tasks), mp_context=context) as pool:
         futures = [pool.submit(_stream_slice, task) for task in tasks]
         try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for future, task in zip(futures, tasks, strict=True):
+                if future.done() and future.exception() is not None:
+                    _result(future, task)  # the first failure raises, whichever worker
             return [_result(future, task) for future, task in zip(futures, tasks, strict=True)]
         except BaseException:
-            for future in futures:
-                future.cancel()
+            _stop(pool)
             raise
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the slices not started and terminate the running workers, so a failed report
+    fails now rather than after the others' minutes of work. The executor's process table
+    is private, but it is the only handle on exactly this report's workers."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
 
 
 def _result(future: Future[Part], task: Slice) -> Part:

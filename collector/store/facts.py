@@ -128,8 +128,11 @@ def create_fact_tables(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
     _hint_planner(conn)
     for index in _SUPERSEDED_INDEXES:
-        conn.execute(f"DROP INDEX IF EXISTS {quoted(index)}")
-        conn.execute("DELETE FROM sqlite_stat1 WHERE idx = ?", (index,))
+        # Read first: every store open runs this, and a write would take the write lock.
+        found = "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?"
+        if conn.execute(found, (index,)).fetchone():
+            conn.execute(f"DROP INDEX {quoted(index)}")
+            conn.execute("DELETE FROM sqlite_stat1 WHERE idx = ?", (index,))
 
 
 def fact_table_statements(tables: Iterable[str], *, typed: bool, lookups: bool = True) -> list[str]:

@@ -69,6 +69,9 @@ class GroupIngest:
         self.observe = observe
         self.max_group = max_group
         self._waiting: list[_Waiting] = []
+        #: Hosts whose evaluation failed after their batches were stored: evaluated in full
+        #: with the next group, since later deltas re-evaluate only the checks they touch.
+        self._unevaluated: dict[int, Host] = {}
         self._drainer: asyncio.Task[None] | None = None
 
     async def ingest(self, host: Host, batch: FactBatch) -> IngestOutcome:
@@ -105,11 +108,26 @@ class GroupIngest:
             for waiting, outcome in zip(ordered, outcomes, strict=True)
             if isinstance(outcome, IngestOutcome)
         ]
-        try:
-            self.service.evaluate_stored(stored)
-        except Exception:  # the batches are stored and acknowledged; serve re-evaluates
-            log.exception("could not evaluate %d stored batches", len(stored))
+        self._evaluate(stored)
         if self.observe is not None:
             share = (time.perf_counter() - started) / len(group)
             for _ in group:
                 self.observe(share)
+
+    def _evaluate(self, stored: list[tuple[Host, IngestOutcome]]) -> None:
+        """In the writer thread: re-evaluate what the group changed, and in full any host
+        an earlier failure left behind. Failures are logged and retried, never raised: the
+        batches are stored and acknowledged already (``serve`` also re-evaluates at start)."""
+        try:
+            self.service.evaluate_stored(stored)
+        except Exception:
+            log.exception("could not evaluate %d stored batches", len(stored))
+            self._unevaluated.update((host.id, host) for host, _ in stored)
+            return
+        for host_id, host in list(self._unevaluated.items()):
+            try:
+                self.service.evaluate_host(host)
+            except Exception:
+                log.exception("could not re-evaluate host %d", host_id)
+                return
+            del self._unevaluated[host_id]

@@ -32,6 +32,13 @@ class RecordingService(PostureService):
     """The real service, noting how many batches each commit stored."""
 
     groups: list[int]
+    evaluations_to_fail = 0
+
+    def evaluate_stored(self, stored: Sequence[tuple[Host, IngestOutcome]]) -> None:
+        if self.evaluations_to_fail:  # as a locked or full disk would, after the commit
+            self.evaluations_to_fail -= 1
+            raise OSError("disk I/O error")
+        super().evaluate_stored(stored)
 
     def store_batches(
         self, batches: Sequence[tuple[Host, FactBatch]]
@@ -141,3 +148,19 @@ async def test_a_failed_commit_acknowledges_none_of_its_group(
         assert all(reopened.stored_seqs(host.id) == [] for host in hosts)
     finally:
         reopened.close()
+
+
+async def test_a_host_whose_evaluation_failed_is_evaluated_in_full_with_the_next_group(
+    service: RecordingService,
+) -> None:
+    one, two = _hosts(service, 2)
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        writer = GroupIngest(service, worker)
+        await writer.ingest(one, _batch(1, ROOT_ONLY))
+        service.evaluations_to_fail = 1
+        acked = await writer.ingest(one, _batch(2, WITH_TOOR))  # stored, acked, not evaluated
+        status = {r.check_id: r.status.value for r in service.store.results_for(one.id)}
+        assert not acked.duplicate and status["city.linux.only-root-uid-0"] == "pass"
+        await writer.ingest(two, _batch(1, ROOT_ONLY))  # another host's batch, no users change
+    status = {r.check_id: r.status.value for r in service.store.results_for(one.id)}
+    assert status["city.linux.only-root-uid-0"] == "fail"
