@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -20,6 +21,29 @@ from collector.tls import LocalPki, ensure_local_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
+
+
+def _load_postgres_fixture() -> Any:
+    """``tests/postgres_fixture.py``, loaded once: tests are not a package and
+    ``--import-mode=importlib`` puts nothing on ``sys.path``, and every test that needs
+    PostgreSQL must share the session's one private server."""
+    spec = importlib.util.spec_from_file_location(
+        "posture_tests_postgres", ROOT / "tests" / "postgres_fixture.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_postgres_support = _load_postgres_fixture()
+postgres = _postgres_support.postgres
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which store engines ran: PostgreSQL cases skip when no server can start."""
+    terminalreporter.write_line(_postgres_support.describe())
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULE_NAME = "posture_tests_postgres"
 _TEMPLATE = "posture_template"
 
 

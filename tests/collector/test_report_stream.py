@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import io
 import json
 import os
 import random
 import re
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -287,23 +285,6 @@ def test_a_spooled_report_is_an_anonymous_file_holding_exactly_the_issued_bytes(
     assert len(data) == spooled.size > 0
     assert hashlib.sha256(data).hexdigest() == spooled.sha256
     assert [r.sha256 for r in verify_report_of(fleet, data)] == [spooled.sha256]
-
-
-def _postgres_fixture() -> Any:
-    """The session's private PostgreSQL server (``tests/postgres_fixture.py``), loaded
-    under the name the storage contract's conftest gives it, so both share one server."""
-    name = "posture_tests_postgres"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "postgres_fixture.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-postgres = _postgres_fixture().postgres
 
 
 @pytest.fixture

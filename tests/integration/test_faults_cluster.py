@@ -16,7 +16,6 @@ fixture's reason, when no PostgreSQL server can be started here.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -28,20 +27,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def _fixture_module() -> Any:
-    name = "posture_tests_postgres"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "postgres_fixture.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-postgres = _fixture_module().postgres
 
 
 def _faults(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,32 +8,13 @@ which engines ran.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from collector.store import SqliteStore, open_store
-
-
-def _fixture_module() -> Any:
-    name = "posture_tests_postgres"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "postgres_fixture.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_pg = _fixture_module()
-postgres = _pg.postgres
 
 
 @dataclass(frozen=True)
@@ -61,7 +42,3 @@ def store(engine: Engine) -> Iterator[SqliteStore]:
     opened = engine.open()
     yield opened
     opened.close()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    terminalreporter.write_line(_pg.describe())
