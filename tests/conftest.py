@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import signal
@@ -171,6 +172,13 @@ class InProcessCollector:
     stub: Any
     address: str
     secret: str
+    worker: ThreadPoolExecutor
+
+    async def settled(self) -> None:
+        """Wait until the store's one writer thread has finished what it started: an ack
+        follows its batch's commit but precedes the batch's evaluation, and a test then
+        uses the same store connection from the event loop's thread."""
+        await asyncio.get_running_loop().run_in_executor(self.worker, lambda: None)
 
 
 @pytest.fixture
@@ -197,7 +205,7 @@ async def serving(tmp_path: Path, pki: LocalPki) -> AsyncIterator[InProcessColle
     )
     _, secret = service.create_enroll_secret("test")
     stub = agent_pb2_grpc.AgentServiceStub(channel)
-    yield InProcessCollector(service, channel, stub, address, secret)
+    yield InProcessCollector(service, channel, stub, address, secret, worker)
     await channel.close()
     await server.stop(None)
     worker.shutdown()

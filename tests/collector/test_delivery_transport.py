@@ -101,5 +101,6 @@ async def test_a_replaced_spools_late_batch_is_refused_not_acknowledged(
     assert "replaced" in (refused.value.details() or "")
     # The host's current spool still delivers, and the late batch left no trace.
     assert (await _send(serving, credential, _proto(2, "B", at_ms=now_ms))).ack.seq == 2
+    await serving.settled()
     store = serving.service.store
     assert store.delivered(int(response.host_id)) == [("A", 1), ("B", 1), ("B", 2)]

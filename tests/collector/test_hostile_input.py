@@ -167,6 +167,7 @@ async def test_a_revoked_credential_is_refused_mid_stream_and_on_reconnect(servi
     call = serving.stub.Connect(metadata=_metadata(credential))
     await call.write(_batch(1, {"users": []}))
     assert (await call.read()).ack.seq == 1
+    await serving.settled()
     serving.service.revoke_credential(serving.service.find_host(str(host_id)))
     await call.write(_batch(2, {"users": []}))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -192,6 +193,7 @@ async def test_a_replay_of_another_hosts_batch_is_stored_as_the_senders_only(
     await replay.write(captured)  # the same bytes, under A's credential
     assert pb.CollectorMessage.FromString(await replay.read()).ack.seq == 7
     replay.cancel()
+    await serving.settled()
     store = serving.service.store
     assert store.stored_seqs(host_a) == [7]
     assert store.host_rows(host_a, "users") == [{"uid": "0", "username": "b-admin"}]

@@ -8,6 +8,7 @@ verified, whatever the metadata says), renewal, and revocation of an open stream
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,15 @@ class Mtls:
     pki: LocalPki
     address: str
     enroll: agent_pb2_grpc.AgentServiceStub
+    worker: ThreadPoolExecutor
     channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    async def settled(self) -> None:
+        """Wait until the store's one writer thread has finished what it started. An ack
+        follows its batch's commit but comes before the batch's evaluation, and the test
+        then uses the same store connection from this thread (the server's own callers
+        go through the writer, as the web app does)."""
+        await asyncio.get_running_loop().run_in_executor(self.worker, lambda: None)
 
     def stub(
         self, certificate: bytes | None = None, key: bytes | None = None
@@ -85,7 +94,7 @@ async def mtls(tmp_path: Path, pki: LocalPki) -> AsyncIterator[Mtls]:
     )
     running = Mtls(
         service, clock, pki, f"127.0.0.1:{built.port}",
-        agent_pb2_grpc.AgentServiceStub(enroll_channel), [enroll_channel],
+        agent_pb2_grpc.AgentServiceStub(enroll_channel), worker, [enroll_channel],
     )  # fmt: skip
     yield running
     for channel in running.channels:
@@ -197,6 +206,7 @@ async def test_enrollment_issues_a_certificate_whose_fingerprint_is_the_host(mtl
     assert certificate.not_after == START + timedelta(days=30)
     stub = mtls.stub(agent.certificate, agent.key)
     assert await _ack(stub, 1) == 1
+    await mtls.settled()
     assert mtls.service.store.host_rows(1, "users") == [{"uid": "0", "username": "root"}]
 
 
@@ -207,6 +217,7 @@ async def test_the_certificate_decides_the_host_whatever_the_metadata_claims(mtl
     stub = mtls.stub(first.certificate, first.key)
     forged = (("authorization", f"Bearer {second.response.agent_credential}"),)
     assert await _ack(stub, 1, forged) == 1
+    await mtls.settled()
     assert mtls.service.store.stored_seqs(1) == [1]
     assert mtls.service.store.stored_seqs(2) == []
 
@@ -283,6 +294,7 @@ async def test_revocation_cuts_an_open_stream_at_its_next_message(mtls: Mtls) ->
     call = mtls.stub(agent.certificate, agent.key).Connect()
     await call.write(_batch(1))
     assert (await call.read()).ack.seq == 1
+    await mtls.settled()
     mtls.service.revoke_credential(mtls.service.find_host("1"), "alice")
     await call.write(_batch(2))
     error = await _refused(call.read())
@@ -301,6 +313,7 @@ async def test_a_revocation_from_another_process_reaches_the_deny_list(mtls: Mtl
     call = mtls.stub(agent.certificate, agent.key).Connect()
     await call.write(_batch(1))
     assert (await call.read()).ack.seq == 1
+    await mtls.settled()
     other = SqliteStore(mtls.service.store.path)  # as `posture-collector credential revoke`
     other.revoke_host_certificates(1, START, "stolen laptop")
     other.close()
@@ -332,6 +345,7 @@ async def test_a_clone_waits_for_approval_and_a_denial_keeps_the_host_safe(mtls:
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "denied by alice: not a reinstall" in (denied.details() or "")
     assert await _ack(mtls.stub(original.certificate, original.key), 2) == 2
+    await mtls.settled()
     [host] = mtls.service.store.list_hosts()
     assert host.identity.hostname == "parks-laptop-17" and not host.credential_revoked
 
@@ -356,6 +370,7 @@ async def test_approval_hands_the_host_over_to_that_request_only(mtls: Mtls) -> 
     approved = await _enroll(mtls, secret, token="reinstall")
     assert approved.response.host_id == "1"
     assert await _ack(mtls.stub(approved.certificate, approved.key), 2) == 2
+    await mtls.settled()
     assert mtls.service.store.stored_seqs(1) == [1, 2]
     reused = await _refused(_enroll(mtls, secret, token="reinstall"))
     assert reused.code() == grpc.StatusCode.PERMISSION_DENIED
