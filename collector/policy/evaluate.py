@@ -31,6 +31,11 @@ clock: ``posture_now()`` is the time the evaluation started (by the evaluator's 
 the wall clock unless a caller evaluating "as of" a date or replaying a fixture sets one),
 whatever the checks take.
 
+Shared applies: many checks share one ``applies`` statement (27 Linux checks apply where
+dpkg is installed, 9 where the OpenSSH server is). Within one evaluation a statement gives
+one answer (one snapshot, one host, one clock), so each distinct one runs once and its
+verdict serves every check that names it: 59 statements became 17 per Linux host.
+
 Scratch tables: the connection keeps SQLite's temporary B-trees in memory
 (``temp_store = MEMORY``). Checks build many small ones (a CTE read twice is materialized,
 ``GROUP BY`` and ``ORDER BY`` sort, ``IN (SELECT ...)`` builds a lookup), and with the
@@ -163,6 +168,8 @@ class Evaluator:
         self._clock = clock
         self._now = 0.0
         register_clock(self._conn, lambda: self._now)
+        #: ``applies`` verdicts of the evaluation under way, by statement ("Shared applies").
+        self._applies: dict[str, bool] = {}
         self._columns: dict[str, list[str]] = {}
         self._install_views()
         self._budget = max(1, max_vm_steps // _STEPS_PER_CALL)
@@ -256,6 +263,7 @@ class Evaluator:
         finally:
             self._trusted("COMMIT")
             self._host_id = -1
+            self._applies.clear()
 
     def _load(self, host_id: int, checks: tuple[tuple[Check, tuple[str, ...]], ...]) -> None:
         """Have the source load the host's rows of the tables these checks read."""
@@ -294,7 +302,7 @@ class Evaluator:
             return CheckResult(check.id, Status.ERROR, str(exc))
 
     def _verdict(self, check: Check) -> CheckResult:
-        if check.applies is not None and not self._exists(check.applies, "applies query"):
+        if check.applies is not None and not self._applicable(check.applies):
             return CheckResult(check.id, Status.NOTAPPLICABLE, "applies query returned no rows")
         status = Status.PASS if self._exists(check.query, "query") else Status.FAIL
         if check.evidence is None:
@@ -307,6 +315,13 @@ class Evaluator:
             {name: _text(value) for name, value in zip(names, row, strict=True)} for row in rows
         )
         return CheckResult(check.id, status, "", evidence)
+
+    def _applicable(self, sql: str) -> bool:
+        """An ``applies`` verdict, run once per evaluation (module docstring)."""
+        verdict = self._applies.get(sql)
+        if verdict is None:
+            verdict = self._applies[sql] = self._exists(sql, "applies query")
+        return verdict
 
     def _exists(self, sql: str, role: str) -> bool:
         """Whether one policy statement returns a row (``role`` names it if it fails).

@@ -102,6 +102,22 @@ def test_each_status_and_its_reason(store: sqlite3.Connection, tmp_path: Path) -
     }
 
 
+def test_a_shared_applies_statement_answers_for_each_host_and_snapshot(
+    store: sqlite3.Connection, tmp_path: Path
+) -> None:
+    """Checks naming one ``applies`` statement share its verdict within an evaluation,
+    never across hosts or evaluations."""
+    sshd = "SELECT 1 FROM processes WHERE name = 'sshd'"
+    checks = [make_check(f"ssh-{n}", "SELECT 1", ["processes"], applies=sshd) for n in range(3)]
+    status = {"users": None, "processes": None}
+    with Evaluator(tmp_path / "posture.db", checks) as evaluator:
+        statuses = {r.status for r in evaluator.evaluate(1, LINUX, status)}
+        assert statuses == {Status.PASS}
+        assert {r.status for r in evaluator.evaluate(2, LINUX, status)} == {Status.NOTAPPLICABLE}
+        put(store, 1, "processes", [{"pid": "1", "name": "systemd"}])
+        assert {r.status for r in evaluator.evaluate(1, LINUX, status)} == {Status.NOTAPPLICABLE}
+
+
 def test_results_come_in_check_order(store: sqlite3.Connection, tmp_path: Path) -> None:
     checks = [make_check(f"c{i}", "SELECT 1") for i in (3, 1, 2)]
     results = Evaluator(tmp_path / "posture.db", checks).evaluate(1, LINUX, {"users": None})
