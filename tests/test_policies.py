@@ -317,6 +317,35 @@ def test_ssh_checks_see_every_spelling_of_a_setting(
         assert {"path": SSH_DROP_IN, "line": line.strip()} in result.evidence
 
 
+@pytest.mark.parametrize(
+    ("check_id", "line", "outcome"),
+    [
+        ("cis.linux.password-max-age", "\tPASS_MAX_DAYS\t99999", Status.FAIL),
+        ("cis.linux.password-warn-age", "  PASS_WARN_AGE 0", Status.FAIL),
+        ("cis.linux.password-hashing", " ENCRYPT_METHOD MD5", Status.FAIL),
+        # login.defs keywords are case-sensitive (shadow's getdef): not a setting
+        ("cis.linux.password-max-age", "pass_max_days 99999", Status.PASS),
+    ],
+)
+def test_login_defs_checks_see_indented_settings(
+    tmp_path: Path, empty_store: Path, check_id: str, line: str, outcome: Status
+) -> None:
+    """The login.defs checks seek lines starting with their keyword and indented lines
+    only (the CIS pack's "Cost" note); an indented setting must still count."""
+    check = _check(check_id)
+    tables: dict[str, list[dict[str, str]]] = dict(
+        _fixture("cis-linux-l1", check_id, "pass")["tables"]
+    )
+    tables["file_lines"] = [*tables["file_lines"], {"path": "/etc/login.defs", "line": line}]
+    db_path = tmp_path / "facts.db"
+    shutil.copyfile(empty_store, db_path)
+    _store(db_path, tables)
+
+    (result,) = _evaluate(db_path, [check], "linux", dict.fromkeys(tables), None)
+
+    assert result.status is outcome, result.reason
+
+
 # --- the check reference for auditors ---------------------------------------------------
 
 REFERENCE = POLICIES.parent / "docs" / "policy-reference.md"
