@@ -20,6 +20,7 @@ import psutil
 from benchmarks.agent_footprint import footprint_measures
 from benchmarks.common import Measure, measure, print_table
 from benchmarks.evaluation import evaluation_measures
+from benchmarks.growth import growth_measures
 from benchmarks.ingest import ingest_measures
 from benchmarks.loadgen import LoadResult, run_load
 from benchmarks.openscap import openscap_measures
@@ -40,6 +41,8 @@ class Sizes:
     load_processes: int
     idle_streams: int
     ingest_hosts: int = 200
+    growth_hosts: int = 100
+    growth_hours: float = 24
 
 
 QUICK = Sizes(
@@ -53,6 +56,8 @@ QUICK = Sizes(
     load_processes=1,
     idle_streams=100,
     ingest_hosts=20,
+    growth_hosts=10,
+    growth_hours=1,
 )
 FULL = Sizes(
     runs=5,
@@ -65,7 +70,7 @@ FULL = Sizes(
     load_processes=1,
     idle_streams=2_000,
 )
-SECTIONS = ("agent", "openscap", "evaluation", "ingest", "report", "load")
+SECTIONS = ("agent", "openscap", "evaluation", "ingest", "growth", "report", "load")
 
 
 def _load_measures(sizes: Sizes) -> list[Measure]:
@@ -136,6 +141,11 @@ def _section(name: str, sizes: Sizes) -> tuple[str, list[Measure] | str]:
         "ingest": lambda: (
             f"Ingest in-process (writer thread per delta, {sizes.ingest_hosts} hosts stored)",
             ingest_measures(sizes.ingest_hosts, sizes.runs),
+        ),
+        "growth": lambda: (
+            f"Database growth ({sizes.growth_hosts} hosts, {sizes.growth_hours:g} simulated"
+            " hours of reports through the writer)",
+            growth_measures(sizes.growth_hosts, sizes.growth_hours),
         ),
         "report": lambda: (
             "Fleet report cost (posture-collector report, fresh process per run)",

@@ -41,7 +41,15 @@ from collector.policy.loader import load_packs
 from collector.service import PostureService
 from collector.store import SqliteStore
 
-__all__ = ["IngestRun", "ingest_measures", "main", "run_ingest"]
+__all__ = [
+    "IngestRun",
+    "enroll_agents",
+    "ingest_measures",
+    "ingest_round",
+    "main",
+    "run_ingest",
+    "writer_service",
+]
 
 #: One agent in ``FLIP_SAMPLE`` flips its check every ``FLIP_EVERY`` reports (as loadgen).
 FLIP_SAMPLE, FLIP_EVERY = 10, 3
@@ -90,7 +98,9 @@ def _batch(agent: _Agent, tables: set[str]) -> FactBatch:
     return FactBatch(agent.seq, datetime.now(UTC), changed, simulated.digests())
 
 
-def _enroll(service: PostureService, base: FleetBase, count: int) -> tuple[list[_Agent], float]:
+def enroll_agents(
+    service: PostureService, base: FleetBase, count: int
+) -> tuple[list[_Agent], float]:
     """Enroll ``count`` hosts and ingest each one's first full report; returns the agents
     and the median ms of a first report."""
     _, secret = service.create_enroll_secret("bench-ingest")
@@ -122,7 +132,7 @@ def _outcome(outcome: IngestOutcome | Exception) -> IngestOutcome:
     return outcome
 
 
-def _round(service: PostureService, agents: list[_Agent], group: int) -> _Round:
+def ingest_round(service: PostureService, agents: list[_Agent], group: int) -> _Round:
     """One delta per agent, ``group`` at a time, as the writer thread takes them: store
     with one commit, then evaluate; each delta is charged its share of its group's time."""
     rates = ChangeRates()
@@ -147,7 +157,7 @@ def _round(service: PostureService, agents: list[_Agent], group: int) -> _Round:
 
 
 @contextmanager
-def _service(scratch: Path, synchronous: str) -> Iterator[PostureService]:
+def writer_service(scratch: Path, synchronous: str) -> Iterator[PostureService]:
     store = SqliteStore(scratch / "collector.db")
     store.conn.execute(f"PRAGMA synchronous={synchronous}")
     service = PostureService(store, load_packs(POLICIES))
@@ -170,19 +180,19 @@ def run_ingest(
     run = IngestRun()
     with (
         tempfile.TemporaryDirectory(prefix="posture-ingest-") as scratch,
-        _service(Path(scratch), synchronous) as service,
+        writer_service(Path(scratch), synchronous) as service,
     ):
-        agents, first = _enroll(service, base, hosts)
+        agents, first = enroll_agents(service, base, hosts)
         run.first_report_ms.append(first)
         for group in groups:
             for _ in range(rounds):
-                result = _round(service, agents, group)
+                result = ingest_round(service, agents, group)
                 run.delta_ms.setdefault(group, []).append(result.totals)
                 run.store_ms.setdefault(group, []).append(result.stores)
                 run.cpu_ms.setdefault(group, []).append(result.cpu)
                 run.rows_per_delta.append(result.rows)
         if profile is not None:
-            profile(lambda: _round(service, agents, groups[-1]))
+            profile(lambda: ingest_round(service, agents, groups[-1]))
     return run
 
 

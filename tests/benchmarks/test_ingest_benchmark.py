@@ -31,3 +31,28 @@ def test_the_ingest_benchmark_prints_ms_per_delta_one_by_one_and_grouped() -> No
         assert row and float(row.group(1)) > 0, out
     rows = re.search(r"\| rows in a delta's changed tables \| ([\d.]+) \|", out)
     assert rows and float(rows.group(1)) > 0, out
+
+
+def test_the_growth_benchmark_prints_growth_per_host_per_day_and_its_tables() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.growth", "--hosts", "4", "--hours", "0.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    growth = re.search(
+        r"\| growth per host per day \(6 reports per host, every 5 min\) \| ([\d.]+)", out
+    )
+    assert growth and float(growth.group(1)) > 0, out
+    stored = re.search(r"\| first reports: stored per host \(4 hosts\) \| ([\d.]+) \|", out)
+    assert stored and float(stored.group(1)) > 0.1, out  # a host's facts, not an empty file
+    assert "| of which batches |" in out, out  # every report is recorded once
+
+
+def test_the_growth_benchmark_refuses_an_empty_day() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.growth", "--hours", "0.01"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "at least one host and one report interval" in done.stderr
