@@ -132,14 +132,16 @@ class FactsMixin(StoreBase):
         known = [table for table in batch.changed if table.name in TABLES]
         if not _claim(conn, host_id, seq, batch, len(known), now):
             return duplicate
-        held = _held_digests(conn, host_id)
+        held, held_columns = _held_tables(conn, host_id)
         stamped = replace(batch, seq=seq)
         changes = {
-            table.name: apply_host_rows(conn, host_id, table.name, table.rows)
+            table.name: apply_host_rows(
+                conn, host_id, table.name, table.rows, held_columns.get(table.name)
+            )
             for table in known
             if not table.error
         }
-        _write_table_states(conn, host_id, stamped, known)
+        _write_table_states(conn, host_id, stamped, known, changes)
         _Tracker(conn, host_id, stamped, now, set(held), changes).track(self.notify_events)
         record_gaps(conn, host_id, batch, seq - batch.seq, now)
         conn.execute(
@@ -212,21 +214,35 @@ def _claim(
     return cursor.rowcount != 0
 
 
-def _held_digests(conn: sqlite3.Connection, host_id: int) -> dict[str, str]:
+def _held_tables(
+    conn: sqlite3.Connection, host_id: int
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The host's tables: their digests, and the columns their stored rows may fill where
+    that is known (``apply_host_rows``' ``held``)."""
     rows = conn.execute(
-        "SELECT table_name, digest FROM host_tables WHERE host_id = ?", (host_id,)
+        "SELECT table_name, digest, stored_columns FROM host_tables WHERE host_id = ?",
+        (host_id,),
     ).fetchall()
-    return {name: digest for name, digest in rows}
+    digests = {name: digest for name, digest, _ in rows}
+    columns = {name: held.split(",") if held else [] for name, _, held in rows if held is not None}
+    return digests, columns
 
 
 def _write_table_states(
-    conn: sqlite3.Connection, host_id: int, batch: FactBatch, tables: Sequence[TableFacts]
+    conn: sqlite3.Connection,
+    host_id: int,
+    batch: FactBatch,
+    tables: Sequence[TableFacts],
+    changes: Mapping[str, TableChange],
 ) -> None:
+    """Each table's digest, error and time; and, for the tables whose rows were stored,
+    the columns those rows fill (a table whose probe failed keeps its rows and theirs)."""
     conn.executemany(
-        "INSERT INTO host_tables (host_id, table_name, digest, error, collected_at, seq)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host_id, table_name) DO UPDATE SET"
-        " digest = excluded.digest, error = excluded.error,"
-        " collected_at = excluded.collected_at, seq = excluded.seq",
+        "INSERT INTO host_tables (host_id, table_name, digest, error, collected_at, seq,"
+        " stored_columns) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host_id, table_name)"
+        " DO UPDATE SET digest = excluded.digest, error = excluded.error,"
+        " collected_at = excluded.collected_at, seq = excluded.seq,"
+        " stored_columns = COALESCE(excluded.stored_columns, host_tables.stored_columns)",
         [
             (
                 host_id,
@@ -235,6 +251,7 @@ def _write_table_states(
                 table.error,
                 ts(batch.collected_at),
                 batch.seq,
+                ",".join(changes[table.name].filled) if table.name in changes else None,
             )
             for table in tables
         ],

@@ -295,6 +295,13 @@ def m007_leases(db: Database) -> None:
     _run(db, LEASES_SCHEMA)
 
 
+@_migration
+def m008_stored_columns(db: Database) -> None:
+    """The columns a host's stored rows of a table may fill (``apply_host_rows``' ``held``);
+    NULL, as every row starts, means not known yet."""
+    db.execute("ALTER TABLE host_tables ADD COLUMN stored_columns TEXT")
+
+
 def migrate(db: Database) -> None:
     """Bring the SQLite database ``db`` to the current schema (idempotent)."""
     migrations.apply(db)

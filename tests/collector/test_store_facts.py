@@ -244,6 +244,24 @@ def test_a_stored_column_the_report_no_longer_fills_is_compared_too(
     assert change.columns == column_names("users")  # every column read for the comparison
 
 
+def test_the_filled_columns_passed_back_as_held_give_the_same_outcome(
+    conn: sqlite3.Connection,
+) -> None:
+    """``held`` only spares the read its NULL test: every outcome stays the same."""
+    root = {"uid": "0", "username": "root"}
+    first = apply_host_rows(conn, 1, "users", [root, {"uid": "1", "username": "daemon"}])
+    assert first.filled == ("uid", "username")
+    again = apply_host_rows(conn, 1, "users", [root], held=first.filled)
+    assert again.changed and again.after == [("0", "root")]
+    assert not apply_host_rows(conn, 1, "users", [root], held=again.filled).changed
+    # the plan drops a column: held names it, the report does not fill it, so it is read
+    shell = {**root, "shell": "/bin/sh"}
+    widened = apply_host_rows(conn, 1, "users", [shell], held=again.filled)
+    narrowed = apply_host_rows(conn, 1, "users", [root], held=widened.filled)
+    assert narrowed.changed and narrowed.columns == column_names("users")
+    assert host_rows(conn, 1, "users") == [root]
+
+
 def test_an_empty_report_empties_the_table(conn: sqlite3.Connection) -> None:
     apply_host_rows(conn, 1, "users", [{"uid": "0"}, {"uid": "1"}])
     change = apply_host_rows(conn, 1, "users", [])

@@ -135,6 +135,21 @@ def test_a_changed_table_replaces_its_rows_and_a_failed_one_keeps_them(
     assert store.batch_count(host.id) == 3
 
 
+def test_a_plan_that_drops_a_column_leaves_no_stale_value_behind(store: SqliteStore) -> None:
+    """The store remembers which columns a table's rows fill, to skip testing the others
+    for NULL; a report filling fewer columns must still clear the dropped one, after a
+    failed collection too."""
+    host = _host(store)
+    store.apply_batch(host.id, _batch(1, users=ROOT_ONLY), T0)
+    store.apply_batch(host.id, FactBatch(2, T0, [TableFacts("users", [], "timed out")], {}), T0)
+    narrower = [{k: v for k, v in row.items() if k != "shell"} for row in ROOT_ONLY]
+    store.apply_batch(host.id, _batch(3, users=narrower), T0)
+    assert store.host_rows(host.id, "users") == narrower
+    store.apply_batch(host.id, _batch(4, users=ROOT_ONLY), T0)
+    store.apply_batch(host.id, _batch(5, users=ROOT_ONLY), T0)
+    assert store.host_rows(host.id, "users") == ROOT_ONLY
+
+
 def test_a_digest_the_store_does_not_hold_asks_for_that_table(store: SqliteStore) -> None:
     host = _host(store)
     store.apply_batch(host.id, _batch(1, users=ROOT_ONLY), T0)
