@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def _rows(output: str) -> dict[str, list[str]]:
+def agent_rows(output: str) -> dict[str, list[str]]:
     """The table's agent rows by name: sent, acknowledged, stored, lost, duplicated, gaps,
     (batches), spools, final state."""
     return {
@@ -45,7 +45,7 @@ def test_kill_9_outage_full_disk_and_corrupt_spool_lose_and_duplicate_nothing(
     kills = next(line for line in output.splitlines() if line.startswith("kills: "))
     assert int(kills.split()[1]) >= 20, output
 
-    rows = _rows(output)
+    rows = agent_rows(output)
     assert set(rows) == {"agent-0", "agent-1"}, output
     for sent, acked, stored, lost, duplicated, *_, final in rows.values():
         assert (lost, duplicated, final) == ("0", "0", "equal"), output

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_faults import agent_rows
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -34,16 +36,6 @@ def _faults(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "benchmarks.faults", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-
-
-def _rows(output: str) -> dict[str, list[str]]:
-    """The table's agent rows by name: sent, acknowledged, stored, lost, duplicated, gaps,
-    (batches), spools, final state."""
-    return {
-        line.split()[0]: line.split()[1:]
-        for line in output.splitlines()
-        if line.strip().startswith("agent-")
-    }
 
 
 def test_killing_collectors_of_a_cluster_loses_and_duplicates_nothing(
@@ -65,7 +57,7 @@ def test_killing_collectors_of_a_cluster_loses_and_duplicates_nothing(
     assert set(random_kills) <= {"collector-0", "collector-1"}, kills
     assert sum(random_kills.values()) >= 1, kills  # a collector died mid-run, the other served
 
-    rows = _rows(output)
+    rows = agent_rows(output)
     assert set(rows) == {"agent-0", "agent-1"}, output
     for sent, acked, stored, lost, duplicated, *_, final in rows.values():
         assert (lost, duplicated, final) == ("0", "0", "equal"), output
