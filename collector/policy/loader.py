@@ -71,6 +71,9 @@ _TEXT = ("title", "description", "rationale", "remediation")
 _PACK_NAME = re.compile(r"[a-z0-9-]+")
 _CHECK_ID = re.compile(r"[a-z0-9]+(\.[a-z0-9-]+)+")
 _PLATFORM = re.compile(r"linux|darwin|windows")
+#: libyaml's parser where PyYAML was built with it: composing the shipped packs takes
+#: 0.02 s instead of 0.28 s, paid by every command that loads them (a report, ``serve``).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class PolicyError(Exception):
@@ -142,7 +145,7 @@ def _load(pack_file: Path, schema: CatalogueSchema) -> tuple[Pack | None, list[s
     """
     try:
         data = pack_file.read_bytes()
-        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+        root = yaml.compose(data.decode("utf-8"), Loader=_LOADER)
     except OSError as exc:
         return None, [f"{pack_file}: cannot read: {exc.strerror or exc}"]
     except UnicodeDecodeError:
