@@ -247,10 +247,15 @@ def instant_text(stored: str) -> str:
     return text
 
 
+#: ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` built
+#: once: ``json.dumps`` with arguments builds an encoder per call, and a fleet report
+#: converts one evidence text per failing result.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_evidence(stored: str) -> str:
     """Stored evidence JSON as canonical JSON (sorted keys, no whitespace, UTF-8)."""
-    rows = json.loads(stored)
-    return json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(json.loads(stored))
 
 
 @dataclass(frozen=True)
@@ -341,6 +346,8 @@ class FleetAsOf:
             after = page[-1][0]
             members = [(row, g) for row in page if (g := self._groups(row)) is not None]
             yield from self._records(members)
+            if len(page) < self.page_size:  # the last page: no need to ask for another
+                return
 
     def _groups(self, row: HostRow) -> tuple[str, ...] | None:
         """The host's groups, or None when the scope's group excludes it."""

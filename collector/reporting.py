@@ -32,13 +32,15 @@ from collector.policy.model import FRAMEWORKS
 from collector.reports import Report, ReportSpec, file_sha256, stream_report
 from collector.reports.model import iso
 from collector.reports.parallel import (
+    BLOCK_HOSTS,
     RendererArgs,
     Slice,
     WorkerFailedError,
     default_workers,
-    id_ranges,
+    id_blocks,
     run_parts,
 )
+from collector.reports.stream import CanonicalSink, Part
 from collector.service import PostureService, ServiceError
 from collector.store import IssuedReport, SqliteStore
 
@@ -143,11 +145,11 @@ def issue_report_to(service: PostureService, request: ReportRequest, out: IO[byt
     spec = ReportSpec(service.packs, request.framework, sealed, described)
     hashing = _Hashing(out)
     with fleet:
-        ranges = _ranges(store, request, scope, as_of)
-        if len(ranges) == 1:
+        workers, blocks = _split(store, request, scope, as_of)
+        if workers == 1:
             report = stream_report(fleet, spec, args.make(), hashing)  # type: ignore[arg-type]
         else:
-            report = _parallel(store, fleet, spec, args, ranges, hashing)
+            report = _parallel(store, fleet, spec, args, (workers, blocks), hashing)
     digest = hashing.digest.hexdigest()
     store.record_issued_report(
         IssuedReport(
@@ -157,25 +159,19 @@ def issue_report_to(service: PostureService, request: ReportRequest, out: IO[byt
     return Issued(digest, report)
 
 
-#: Formats a report writes in one process unless asked otherwise: joining CSV's parts puts
-#: the digest into every row serially, and two workers measured slower than one (82 vs 67 s
-#: at 50,000 hosts).
-SERIAL_FORMATS = frozenset({"csv"})
-
-
-def _ranges(
+def _split(
     store: SqliteStore, request: ReportRequest, scope: Scope, as_of: datetime
-) -> list[tuple[int, int | None]]:
-    """The host id ranges of the report's workers (one range: no worker process)."""
+) -> tuple[int, list[tuple[int, int | None]]]:
+    """How many worker processes the report uses (1: none), and the blocks of host ids
+    they share (``collector.reports.parallel``)."""
     if request.workers is not None and request.workers < 1:
         raise ServiceError(f"workers must be at least 1, not {request.workers}")
     if request.workers == 1 or scope.host_ids is not None:
-        return [(0, None)]
-    if request.workers is None and request.fmt in SERIAL_FORMATS:
-        return [(0, None)]
+        return 1, []
     ids = store.report_host_ids(as_of)
     workers = request.workers or default_workers(len(ids))
-    return id_ranges(ids, workers)
+    blocks = id_blocks(ids, min(BLOCK_HOSTS, request.page_size))
+    return min(workers, len(blocks)), blocks
 
 
 def _parallel(
@@ -183,29 +179,35 @@ def _parallel(
     fleet: FleetAsOf,
     spec: ReportSpec,
     args: RendererArgs,
-    ranges: list[tuple[int, int | None]],
+    split: tuple[int, list[tuple[int, int | None]]],
     out: _Hashing,
 ) -> Report:
-    """The report streamed by one worker process per range, joined here in order."""
+    """The report streamed by worker processes, block by block, taken here in order."""
     assert fleet.given is not None  # read on entering ``fleet``
+    workers, blocks = split
     with tempfile.TemporaryDirectory(prefix="posture-report-") as scratch:
         given, directory = fleet.given, Path(scratch)
         tasks = [
             Slice(store.location, fleet.checks, fleet.at, fleet.scope, fleet.evidence_for,
-                  fleet.page_size, given, spec.framework, args, after, upto, directory, index)
-            for index, (after, upto) in enumerate(ranges)
+                  fleet.page_size, given, spec.framework, args, tuple(blocks[index::workers]),
+                  directory, index)
+            for index in range(workers)
         ]  # fmt: skip
-        try:
-            parts = run_parts(tasks)
-        except WorkerFailedError as error:
-            raise ServiceError(str(error)) from error
-        floor = store.history_floor()
-        if floor is not None and fleet.at < floor:
-            raise ServiceError(
-                f"history before {floor.isoformat()} was compacted while the report ran;"
-                " run it again"
-            )
-        return stream_report(fleet, spec, args.make(), out, parts)  # type: ignore[arg-type]
+
+        def hosts(sink: CanonicalSink) -> list[Part]:
+            try:
+                parts = run_parts(tasks, sink)
+            except WorkerFailedError as error:
+                raise ServiceError(str(error)) from error
+            floor = store.history_floor()
+            if floor is not None and fleet.at < floor:
+                raise ServiceError(
+                    f"history before {floor.isoformat()} was compacted while the report ran;"
+                    " run it again"
+                )
+            return parts
+
+        return stream_report(fleet, spec, args.make(), out, hosts)  # type: ignore[arg-type]
 
 
 def issue_report(service: PostureService, request: ReportRequest) -> IssuedFile:

@@ -122,6 +122,7 @@ class CsvRenderer(Renderer):
         self._token = self.token
         self._report = f"{csv_field(as_of)},{self._token},{csv_field(generated_at)}\n"
         self._quoted = _Quoted()
+        self._middles: dict[tuple[str, str, str, bool, int | None], str] = {}
         self._spool = Spool()
 
     def host(self, view: HostView) -> None:
@@ -137,7 +138,7 @@ class CsvRenderer(Renderer):
                 r.agent_version,
             )
         )
-        checks, report, quoted = self._checks, self._report, self._quoted
+        report, quoted, middles = self._report, self._quoted, self._middles
         rows = []
         for (
             check_id,
@@ -152,14 +153,25 @@ class CsvRenderer(Renderer):
             waiver_id,
             note,
         ) in view.results:
-            title, fields = checks[check_id]
-            waiver = "" if waiver_id is None else waiver_id
+            key = (check_id, status, raw, waived, waiver_id)
+            middle = middles.get(key) or self._middle(key)
             rows.append(
-                f"{head},{title},{status},{raw},{'yes' if waived else 'no'},{waiver},{fields},"
-                f"{quoted[reason or note]},{since},{tail},{digest},"
+                f"{head},{middle},{quoted[reason or note]},{since},{tail},{digest},"
                 f"{quoted[evidence] if evidence else ''},{report}"
             )
         self._spool.write("".join(rows))
+
+    def _middle(self, key: tuple[str, str, str, bool, int | None]) -> str:
+        """The fields from ``check_id`` to the frameworks, which depend only on the check
+        and the result's status and waiver: built once per distinct value, not per row."""
+        check_id, status, raw, waived, waiver_id = key
+        title, fields = self._checks[check_id]
+        waiver = "" if waiver_id is None else waiver_id
+        middle = f"{title},{status},{raw},{'yes' if waived else 'no'},{waiver},{fields}"
+        if len(self._middles) >= 50_000:
+            self._middles.clear()
+        self._middles[key] = middle
+        return middle
 
     def finish(self, document: Mapping[str, Any], out: IO[bytes]) -> None:
         out.write((",".join(CSV_COLUMNS) + "\n").encode())

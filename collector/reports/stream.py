@@ -1,13 +1,14 @@
 """Streaming a report: one host at a time, in bounded memory, hashed over canonical bytes.
 
 The fleet is read a page of hosts at a time (``collector.history.FleetAsOf``). Each host is
-turned into its part of the canonical JSON (sorted keys, no whitespace, UTF-8), spooled to
-a temporary file, and handed to the format's renderer, which spools its own rendering of
-the host; the scores, control counts and waivers in scope accumulate on the way. Only at
-the end are the parts that depend on every host known, and they sort before ``hosts`` in
-the canonical JSON, so the content SHA-256 is computed then, over the canonical header and
-the spooled hosts read back in chunks; the renderer then writes the file from its spool.
-Memory holds one page of hosts and the accumulators, whatever the size of the fleet.
+turned into its part of the canonical JSON (sorted keys, no whitespace, UTF-8), which is
+hashed as it goes (and is the file, for JSON), and handed to the format's renderer, which
+spools its own rendering of the host; the scores, control counts and waivers in scope
+accumulate on the way. The fields that depend on every host sort after ``hosts`` in the
+canonical JSON (schema ``posture.report/2``), so the content SHA-256 is known once the last
+host is hashed; the renderer then writes the file from its spool. Memory holds one page of
+hosts and the accumulators, whatever the size of the fleet. A report split across worker
+processes hands this module the workers' blocks instead (``SplitHosts``, ``_adopt``).
 
 Per result the work is a few dictionary lookups and one string: stored instants and
 evidence arrive as report text (``collector.history``), and JSON strings are escaped by
@@ -44,13 +45,16 @@ from collector.waivers import Waiver, WaiverScope
 
 __all__ = [
     "Accumulated",
+    "CanonicalSink",
     "HostView",
     "Part",
     "Renderer",
     "ReportSpec",
     "Shown",
+    "SplitHosts",
     "Spool",
     "canonical",
+    "host_document",
     "spliced",
     "stream_hosts",
     "stream_report",
@@ -81,11 +85,12 @@ def spliced(document: Mapping[str, Any], key: str) -> tuple[str, str]:
 
 class Spool:
     """A temporary file that text is appended to and later copied out of, followed by
-    the parts other processes spooled (``adopt``), in the order adopted."""
+    the segments other processes spooled (``adopt``), in the order adopted."""
 
     def __init__(self, directory: str | None = None) -> None:
         self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close)
-        self.parts: list[IO[bytes]] = []
+        self.parts: list[tuple[IO[bytes], int, int]] = []
+        self._opened: dict[Path, IO[bytes]] = {}
 
     def write(self, text: str) -> None:
         self.file.write(text.encode())
@@ -96,32 +101,36 @@ class Spool:
         self.file.close()
         self.file = path.open("w+b")
 
-    def adopt(self, path: Path) -> None:
-        """Append the part spooled into ``path`` (by ``reopen`` in another process)."""
-        self.parts.append(path.open("rb"))
+    def adopt(self, path: Path, start: int, end: int) -> None:
+        """Append bytes ``start`` to ``end`` of the file ``path`` (spooled by ``reopen``
+        in another process): one block of hosts, so blocks of several workers interleave."""
+        if end <= start:
+            return
+        file = self._opened.get(path)
+        if file is None:
+            file = self._opened[path] = path.open("rb")
+        self.parts.append((file, start, end))
 
     def chunks(self, *, whole_lines: bool = False) -> Iterator[bytes]:
         """The spooled bytes in chunks; with ``whole_lines``, each ends at a line break
-        (where there is one), so no line is split between two chunks."""
+        (where there is one), so no line is split between two chunks: a chunk is completed
+        with the rest of its last line (every segment ends at a line break where its
+        writer's text did) rather than cut and rejoined, which would copy it twice more."""
         self.file.flush()
-        rest = b""
-        for file in (self.file, *self.parts):
-            file.seek(0)
-            while block := file.read(_CHUNK):
-                if not whole_lines:
-                    yield block
-                    continue
-                block = rest + block
-                cut = block.rfind(b"\n") + 1
-                rest = block[cut:]
-                if cut:
-                    yield block[:cut]
-        if rest:
-            yield rest
+        end = self.file.seek(0, 2)
+        for file, start, stop in ((self.file, 0, end), *self.parts):
+            file.seek(start)
+            while start < stop and (block := file.read(min(_CHUNK, stop - start))):
+                start += len(block)
+                if whole_lines and start < stop and not block.endswith(b"\n"):
+                    line = file.readline(stop - start)
+                    start += len(line)
+                    block += line
+                yield block
 
     def close(self) -> None:
         self.file.close()
-        for file in self.parts:
+        for file in self._opened.values():
             file.close()
 
 
@@ -203,8 +212,12 @@ class Accumulated:
 
     def add(self, record: HostRecord, tally: Tally, results: list[Shown]) -> None:
         self.fleet.add_host(tally)
+        groups = self.groups
         for group in record.groups:
-            self.groups.setdefault(group, FleetTally()).add_host(tally)
+            group_tally = groups.get(group)
+            if group_tally is None:
+                group_tally = groups[group] = FleetTally()
+            group_tally.add_host(tally)
         self.host_ids.add(record.id)
         self.group_names.update(record.groups)
         if self.controls is not None:
@@ -255,6 +268,7 @@ def _host_view(
     encode, stale, waivers = _encode, record.stale, fleet.waivers_by_check
     known, instant = instants(), instant_text
     every, texts = fleet.evidence_for == "all", record.evidence
+    new = tuple.__new__
     for _, check_id, raw, reason, digest, since, changed in record.results:
         since = known.get(since) or instant(since)
         changed = known.get(changed) or instant(changed)
@@ -288,15 +302,54 @@ def _host_view(
             f'"waiver_id":{"null" if waiver_id is None else waiver_id},"waiver_note":'
             f"{encode(note) if note else _EMPTY}}}"
         )
-        if keep:
+        if keep:  # Shown(...) without its Python-level __new__
             results.append(
-                Shown(check_id, status, raw, reason, since, changed, digest, evidence, waived,
-                      waiver_id, note)
+                new(Shown, (check_id, status, raw, reason, since, changed, digest, evidence,
+                            waived, waiver_id, note))
             )  # fmt: skip
     tally.passed_weight, tally.judged = passed, judged
     tally.waived, tally.waived_weight = waived_count, waived_weight
     score = tally.host_document()
-    document = {
+    text = _host_json(record, score, ",".join(parts))
+    return HostView(record, score, results), text, tally
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _encode(value)
+
+
+def _number(value: float | None) -> str:
+    """A number as ``json.dumps`` writes it (``float.__repr__``, ``int.__repr__``)."""
+    return "null" if value is None else repr(value)
+
+
+def _host_json(record: HostRecord, score: Mapping[str, Any], results: str) -> str:
+    """The host's canonical JSON, written out key by key in sorted order: ``canonical`` of
+    the same object (``host_document``) builds and sorts dictionaries per host, and this
+    runs once per host of the fleet (``test_report_stream`` holds the two equal)."""
+    r, s = record, score
+    groups = ",".join(_encode(group) for group in r.groups)
+    return (
+        f'{{"agent_version":{_encode(r.agent_version)},"enrolled_at":{_encode(r.enrolled_at)},'
+        f'"evaluated_at":{_text(r.evaluated_at)},'
+        f'"facts_collected_at":{_text(r.facts_collected_at)},"groups":[{groups}],'
+        f'"hardware_serial":{_encode(r.hardware_serial)},'
+        f'"hardware_uuid":{_encode(r.hardware_uuid)},"hostname":{_encode(r.hostname)},'
+        f'"id":{r.id},"last_seen_at":{_text(r.last_seen_at)},'
+        f'"os_version":{_encode(r.os_version)},"platform":{_encode(r.platform)},'
+        f'"results":[{results}],"score":{{"adjusted_percent":{_number(s["adjusted_percent"])},'
+        f'"coverage":{_number(s["coverage"])},"errors":{s["errors"]},"failed":{s["failed"]},'
+        f'"notapplicable":{s["notapplicable"]},"passed":{s["passed"]},'
+        f'"raw_percent":{_number(s["raw_percent"])},"unknown":{s["unknown"]},'
+        f'"waived":{s["waived"]}}},"stale":{"true" if r.stale else "false"}}}'
+    )
+
+
+def host_document(
+    record: HostRecord, score: Mapping[str, Any], results: list[Any]
+) -> dict[str, Any]:
+    """The host's object in the report (what ``_host_json`` writes), as a dictionary."""
+    return {
         "agent_version": record.agent_version,
         "enrolled_at": record.enrolled_at,
         "evaluated_at": record.evaluated_at,
@@ -309,12 +362,10 @@ def _host_view(
         "last_seen_at": record.last_seen_at,
         "os_version": record.os_version,
         "platform": record.platform,
-        "score": score,
+        "results": results,
+        "score": dict(score),
         "stale": record.stale,
     }
-    before, after = spliced(document, "results")
-    text = before + "[" + ",".join(parts) + "]" + after
-    return HostView(record, score, results), text, tally
 
 
 def _leading(fleet: FleetAsOf, spec: ReportSpec) -> dict[str, Any]:
@@ -371,7 +422,7 @@ class _Canonical:
     def write(self, text: str) -> None:
         self.write_bytes(text.encode())
 
-    def write_bytes(self, data: bytes) -> None:
+    def write_bytes(self, data: bytes | memoryview) -> None:
         self.digest.update(data)
         if self.out is not None:
             self.out.write(data)
@@ -408,33 +459,42 @@ def stream_hosts(
 
 @dataclass(frozen=True)
 class Part:
-    """One worker's range of hosts, rendered: its hosts' canonical JSON (comma separated)
-    in ``canonical``, the renderer's spools in ``spools`` (``Renderer.spools`` order),
-    and what its hosts add up to."""
+    """One worker's blocks of hosts, rendered: the renderer's spools in ``spools``
+    (``Renderer.spools`` order), where each of its blocks lies in them (``spans``: per
+    block, per spool, (start, end)), and what its hosts add up to. The hosts' canonical
+    JSON went to the report process as each block was done (``collector.reports.parallel``)."""
 
-    canonical: Path
     spools: tuple[Path, ...]
+    spans: tuple[tuple[tuple[int, int], ...], ...]
     seen: Accumulated
 
 
-def _join(parts: Sequence[Part], renderer: Renderer, sink: _Canonical) -> Accumulated | None:
-    """The parts in order, as if one process had streamed them: canonical JSON copied
-    into ``sink`` (hashed), spools adopted by ``renderer``, accumulators merged."""
-    seen: Accumulated | None = None
-    separator = b""
+class CanonicalSink(Protocol):
+    """Where a split report's hosts' canonical JSON goes, block by block, in order."""
+
+    def write_bytes(self, data: bytes | memoryview) -> None: ...
+
+
+#: Streams a split report's hosts into the sink (comma separated, in id order) and returns
+#: the workers' parts, in worker order (``collector.reports.parallel.run_parts``).
+SplitHosts = Callable[[CanonicalSink], Sequence[Part]]
+
+
+def _adopt(
+    parts: Sequence[Part], renderer: Renderer, framework: str | None, checks: Sequence[str]
+) -> Accumulated:
+    """The renderer's spools adopt the parts' blocks in report order (block ``b`` is the
+    ``b // workers``-th block of worker ``b % workers``), and the accumulators merge."""
+    seen = Accumulated(checks, framework)
+    spools = renderer.spools()
+    blocks = sum(len(part.spans) for part in parts)
+    for number in range(blocks):
+        part = parts[number % len(parts)]
+        spans = part.spans[number // len(parts)]
+        for spool, path, (start, end) in zip(spools, part.spools, spans, strict=True):
+            spool.adopt(path, start, end)
     for part in parts:
-        if part.seen.fleet.hosts:
-            with part.canonical.open("rb") as handle:
-                sink.write_bytes(separator)
-                while block := handle.read(_CHUNK):
-                    sink.write_bytes(block)
-            separator = b","
-        for spool, path in zip(renderer.spools(), part.spools, strict=True):
-            spool.adopt(path)
-        if seen is None:
-            seen = part.seen
-        else:
-            seen.merge(part.seen)
+        seen.merge(part.seen)
     return seen
 
 
@@ -443,22 +503,22 @@ def stream_report(
     spec: ReportSpec,
     renderer: Renderer,
     out: IO[bytes],
-    parts: Sequence[Part] | None = None,
+    split: SplitHosts | None = None,
 ) -> Report:
     """Read ``fleet`` (an open ``FleetAsOf``) host by host, render it with ``renderer``
     into ``out``, and return the report's header document (with its content digest).
-    With ``parts`` (the hosts already streamed by workers, ``collector.reports.parallel``)
-    the hosts are those parts, joined in order, and ``fleet`` is read for nothing else
-    than its instant, scope, checks and waivers."""
+    With ``split`` (worker processes streaming the hosts, ``collector.reports.parallel``)
+    the hosts' canonical JSON comes from the workers, block by block in id order, and
+    ``fleet`` is read for nothing else than its instant, scope, checks and waivers."""
     leading = _leading(fleet, spec)
     canonical_json = _Canonical(out if renderer.is_canonical_json else None)
     try:
         canonical_json.write(canonical(leading)[:-1] + ',"hosts":[')
-        if parts is None:
+        if split is None:
             seen = stream_hosts(fleet, spec.framework, renderer, canonical_json)
         else:
-            joined = _join(parts, renderer, canonical_json)
-            seen = joined or Accumulated(sorted(fleet.checks), spec.framework)
+            parts = split(canonical_json)
+            seen = _adopt(parts, renderer, spec.framework, sorted(fleet.checks))
         trailing = _trailing(fleet, spec, seen)
         canonical_json.write("]," + canonical(trailing)[1:-1])
         document = {

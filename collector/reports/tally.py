@@ -19,6 +19,9 @@ __all__ = ["FleetTally", "Tally", "check_weights"]
 
 _PASS, _FAIL, _ERROR = Status.PASS.value, Status.FAIL.value, Status.ERROR.value
 _SEVERE = frozenset({Severity.HIGH, Severity.CRITICAL})
+_STATUSES = tuple(s.value for s in Status)
+#: ``BUCKETS`` highest first: a host's bucket is the first whose lowest percent it reaches.
+_DESCENDING = tuple(reversed(BUCKETS))
 
 
 def check_weights(checks: Mapping[str, Check]) -> dict[str, tuple[int, bool]]:
@@ -40,7 +43,7 @@ class Tally:
     __slots__ = ("counts", "judged", "passed_weight", "severe", "waived", "waived_weight")
 
     def __init__(self) -> None:
-        self.counts = dict.fromkeys((s.value for s in Status), 0)
+        self.counts = dict.fromkeys(_STATUSES, 0)
         self.passed_weight = self.waived_weight = self.judged = self.waived = 0
         self.severe = False
 
@@ -118,8 +121,10 @@ class FleetTally:
         if percent is None:
             self.unscored += 1
         else:
-            label = next(label for label, low in reversed(BUCKETS) if percent >= low)
-            self.distribution[label] += 1
+            for label, low in _DESCENDING:
+                if percent >= low:
+                    self.distribution[label] += 1
+                    break
 
     def merge(self, other: FleetTally) -> None:
         """Add another set of hosts' figures (a report split across processes)."""

@@ -33,8 +33,8 @@ from collector.reporting import (
 )
 from collector.reporting import verify_report as verify_report_of
 from collector.reports import ReportSpec, renderer_for, stream_report
-from collector.reports.parallel import Slice, default_workers, id_ranges, run_parts
-from collector.reports.stream import Part
+from collector.reports.parallel import Slice, default_workers, id_blocks, run_parts
+from collector.reports.stream import CanonicalSink, Part
 from collector.reports.tally import FleetTally, Tally
 from collector.scoring import fleet_score, host_score
 from collector.service import PostureService, ServiceError
@@ -223,9 +223,10 @@ def test_a_report_split_across_workers_is_the_single_process_report_byte_for_byt
     single, digest = _issued(fleet, fmt, as_of=at, workers=1, page_size=2)
     workers_seen: list[int] = []
 
-    def counting(tasks: list[Slice]) -> list[Part]:
+    def counting(tasks: list[Slice], sink: CanonicalSink) -> list[Part]:
         workers_seen.append(len(tasks))
-        return run_parts(tasks)
+        assert len(tasks[0].blocks) == 2  # blocks of 2 hosts, dealt in turn: 0 gets 2 of 4
+        return run_parts(tasks, sink)
 
     monkeypatch.setattr(reporting, "run_parts", counting)
     split, split_digest = _issued(fleet, fmt, as_of=at, workers=3, page_size=2, **scope)
@@ -242,20 +243,20 @@ def test_a_report_split_across_workers_is_the_single_process_report_byte_for_byt
     assert _masked(split, fmt) == _masked(single, fmt)  # ...and nothing else differs
 
 
-def test_the_hosts_are_cut_into_id_ranges_of_about_as_many_hosts_each() -> None:
+def test_the_hosts_are_cut_into_blocks_of_as_many_hosts_the_last_open_ended() -> None:
     ids = [1, 2, 3, 5, 8, 13, 21]
-    assert id_ranges(ids, 1) == [(0, None)]
-    assert id_ranges(ids, 3) == [(0, 2), (2, 5), (5, None)]  # 2, 2 and 3 hosts
-    assert id_ranges(ids[:2], 5) == [(0, 1), (1, None)]
-    assert id_ranges([], 4) == [(0, None)]
+    assert id_blocks(ids, 100) == [(0, None)]
+    assert id_blocks(ids, 3) == [(0, 3), (3, 13), (13, None)]  # 3, 3 and 1 hosts
+    assert id_blocks(ids, 1) == [(0, 1), (1, 2), (2, 3), (3, 5), (5, 8), (8, 13), (13, None)]
+    assert id_blocks([], 4) == [(0, None)]
     assert default_workers(10) == 1  # too few hosts to be worth a process
 
 
 def test_a_worker_that_fails_fails_the_report_and_leaves_no_file(
     fleet: PostureService, tmp_path: Path
 ) -> None:
-    # A failing result of the last host names evidence that is not stored: only the last
-    # worker, reading that host, can notice.
+    # A failing result of the last host names evidence that is not stored: only the worker
+    # reading that host can notice (blocks of 2 of 7 hosts: the fourth block, worker 0's).
     last = max(host.id for host in fleet.store.list_hosts())
     fleet.store.conn.execute("PRAGMA foreign_keys=OFF")
     fleet.store.conn.execute(
@@ -266,7 +267,9 @@ def test_a_worker_that_fails_fails_the_report_and_leaves_no_file(
     target = tmp_path / "out" / "report.csv"
     target.parent.mkdir()
     request = ReportRequest(fmt="csv", user="a", workers=3, page_size=2)
-    with pytest.raises(ServiceError, match=r"report worker 2 \(hosts \d+\.\.\) failed: evidence"):
+    with pytest.raises(
+        ServiceError, match=r"report worker 0 \(hosts 1\.\.2, \d+\.\.\) failed: evidence"
+    ):
         issue_report_file(fleet, request, target)
     assert list(target.parent.iterdir()) == []
     with pytest.raises(ServiceError, match="workers must be at least 1"):
@@ -323,3 +326,86 @@ def test_the_cli_report_takes_workers_and_writes_the_same_content(
         cli.main(["report", "--db", db, "--policies", packs, "--workers", "0"])
     assert usage.value.code == 2
     assert "at least 1, not '0'" in capsys.readouterr().err
+
+
+# The host's canonical JSON, written key by key -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hostname", "groups", "instant", "score"),
+    [
+        (TRICKY, ("Police", "Parks"), "2025-03-03T09:00:00.000001+00:00", (87.5, 100.0, 0.9)),
+        ("h\u00e9\u2603\x01\\/", (), None, (None, None, None)),
+        ("plain", ('Zeta "q"',), "2025-03-03T09:00:00+00:00", (0.0, 33.33, 1.0)),
+    ],
+)
+def test_a_hosts_json_written_key_by_key_is_its_canonical_json(
+    hostname: str, groups: tuple[str, ...], instant: str | None, score: tuple[Any, ...]
+) -> None:
+    from collector.history import HostRecord
+    from collector.reports.stream import _host_json, canonical, host_document
+
+    record = HostRecord(
+        12, hostname, "UU\"ID", "SN\n1", "linux", "Debian 12 \u00e9", "0.1", "2025-01-01", groups,
+        instant, instant, None, instant is None, None, [], {},
+    )  # fmt: skip
+    raw, adjusted, coverage = score
+    scored = {"raw_percent": raw, "adjusted_percent": adjusted, "coverage": coverage,
+              "passed": 3, "failed": 1, "errors": 0, "notapplicable": 2, "unknown": 0,
+              "waived": 1}  # fmt: skip
+    results = '{"check_id":"a"},{"check_id":"b"}'
+    text = _host_json(record, scored, results)
+    expected = host_document(record, scored, [{"check_id": "a"}, {"check_id": "b"}])
+    assert text == canonical(expected)
+    assert json.loads(text) == expected
+
+
+def test_a_spool_gives_whole_lines_from_itself_and_the_segments_it_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector.reports import stream
+
+    monkeypatch.setattr(stream, "_CHUNK", 5)  # every line longer than a chunk
+    other = tmp_path / "worker-spool"
+    other.write_bytes(b"skip\nline-three\nline-four\nskip\n")
+    spool = stream.Spool()
+    try:
+        spool.write("line-one\nline-two\n")
+        spool.adopt(other, 5, 26)  # "line-three\nline-four\n"
+        spool.adopt(other, 0, 0)  # an empty block adds nothing
+        chunks = list(spool.chunks(whole_lines=True))
+        assert all(chunk.endswith(b"\n") for chunk in chunks)
+        assert b"".join(chunks) == b"line-one\nline-two\nline-three\nline-four\n"
+        assert b"".join(spool.chunks()) == b"".join(chunks)
+    finally:
+        spool.close()
+
+
+class _DiesOnArrival:
+    """Unpickled in a worker process, it ends that process on the spot (as a crash or an
+    out-of-memory kill would)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return os._exit, (3,)
+
+
+def test_a_worker_that_dies_fails_the_report_naming_it(
+    fleet: PostureService, tmp_path: Path
+) -> None:
+    from collector.history import Given
+    from collector.reports.parallel import RendererArgs, WorkerFailedError
+
+    args = RendererArgs("json", fleet.checks, tuple(fleet.packs), "", "", False, "0" * 64)
+    task = Slice(
+        str(fleet.store.location), fleet.checks, fleet.clock(), Scope(None, None, None),
+        "failing", 2, Given((), ()), _DiesOnArrival(), args, ((0, None),), tmp_path, 0,  # type: ignore[arg-type]
+    )  # fmt: skip
+    written: list[bytes] = []
+
+    class Sink:
+        def write_bytes(self, data: bytes | memoryview) -> None:
+            written.append(bytes(data))
+
+    with pytest.raises(WorkerFailedError, match=r"report worker 0 \(hosts 1\.\.\) died"):
+        run_parts([task], Sink())
+    assert written == []
