@@ -143,6 +143,14 @@ class CollectorMetrics:
             "Agent streams authenticated and opened (agents reconnect once per collection)",
             registry=registry,
         )
+        self.tls_sessions = Counter(
+            "posture_stream_tls_sessions",
+            "Agent streams (before authentication), by how their connection's TLS session"
+            " began: resumed (a session ticket, no certificate exchange) or full (a complete"
+            " handshake)",
+            ["session"],
+            registry=registry,
+        )
         self.errors = Counter(
             "posture_rpc_errors",
             "Calls the collector ended with an error, by method and gRPC status code",

@@ -4,9 +4,13 @@ Every blocking call (SQLite, policy evaluation) runs in the service's single wor
 so the event loop only moves bytes; batches reach it through ``GroupIngest``, which stores
 those that arrive together with one commit. The host identity comes from the credential in the
 call's metadata, or with mTLS from the client certificate the TLS handshake verified
-(``context.auth_context()``), never from a message body. Each call records what operators
-watch (``collector.metrics``): reports, ack and ingest latency, open streams, errors by
-status, and what the limits refused.
+(``context.auth_context()``), never from a message body; that certificate's validity is
+checked again here, since a resumed TLS session is not re-verified (``peer``). Each call
+records what operators watch (``collector.metrics``): reports, ack and ingest latency, open
+streams and how their TLS sessions began, errors by status, and what the limits refused.
+
+A report costs the writer thread one commit, not two: a hello that announces spooled
+batches leaves the host's ``last_seen_at`` to the batch's grouped commit (``_Seen``).
 
 On an open stream, every message is first checked against the deny list (a revoked host
 is cut at its next message) and the host's token buckets (``collector.limits``), before any
@@ -44,7 +48,6 @@ from collector.limits import HostLimiter, LimitConfig, StreamRegistry, StreamSlo
 from collector.metrics import CollectorMetrics
 from collector.model import Host, HostIdentity
 from collector.service import Enrollment, PostureService
-from collector.tls import CertificateError, fingerprint
 from collector.transport.convert import (
     InvalidMessage,
     batch_from_proto,
@@ -52,6 +55,7 @@ from collector.transport.convert import (
     plan_to_proto,
 )
 from collector.transport.group_commit import GroupIngest
+from collector.transport.peer import AuthContext, peer_certificate, session_resumed
 from protos.posture.v1 import agent_pb2 as pb
 from protos.posture.v1 import agent_pb2_grpc
 
@@ -83,15 +87,6 @@ def _credential(context: Context) -> str:
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             return value.removeprefix("Bearer ").strip()
     return ""
-
-
-def _peer_fingerprint(context: Context) -> str | None:
-    """The fingerprint of the client certificate the handshake verified, if any."""
-    certificates = list(context.auth_context().get("x509_pem_cert") or [])
-    try:
-        return fingerprint(certificates[0]) if certificates else None
-    except CertificateError:
-        return None
 
 
 def _wake(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
@@ -128,6 +123,19 @@ class _Peer:
 
     host: Host
     fingerprint: str | None
+
+
+@dataclass
+class _Seen:
+    """Whether the stream still owes the host's ``last_seen_at`` an update.
+
+    Storing a batch sets it in the batch's own (grouped) commit, so a hello announcing
+    spooled batches leaves it to them instead of paying a commit of its own (an fsync per
+    report, on the one writer thread); a stream that ends without storing one marks the
+    host seen as it closes.
+    """
+
+    due: bool = False
 
 
 async def _messages(
@@ -239,12 +247,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def RenewCertificate(
         self, request: pb.RenewRequest, context: Context
     ) -> pb.RenewResponse:
-        peer = _peer_fingerprint(context)
+        try:
+            peer = peer_certificate(context.auth_context(), self.service.clock())
+        except AuthenticationError as error:
+            log.warning("renewal refused for %s: %s", context.peer(), error)
+            await self._refuse(context, "RenewCertificate", error)
         if not self.mtls or peer is None:
             details = "RenewCertificate needs the client certificate to renew (mTLS)"
             await self._abort(context, "RenewCertificate", grpc.StatusCode.UNAUTHENTICATED, details)
         try:
-            issued = await self._call(self.service.identity.renew, peer, request.csr_pem)
+            renew = self.service.identity.renew
+            issued = await self._call(renew, peer.fingerprint, request.csr_pem)
         except ServiceError as error:
             log.warning("renewal refused for %s: %s", context.peer(), error)
             await self._refuse(context, "RenewCertificate", error)
@@ -254,20 +267,20 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     # The stream ------------------------------------------------------------------------------
 
     async def _authenticate(
-        self, context: Context, messages: AsyncIterator[pb.AgentMessage]
+        self, context: Context, auth: AuthContext, messages: AsyncIterator[pb.AgentMessage]
     ) -> _Peer:
         try:
             if not self.mtls:
                 host = await self._call(self.service.authenticate, _credential(context))
                 return _Peer(host, None)
-            peer = _peer_fingerprint(context)
+            peer = peer_certificate(auth, self.service.clock())
             if peer is None:
                 raise AuthenticationError(
                     "this collector requires a client certificate (mTLS): connect to its main"
                     " listener with the certificate issued at enrollment"
                 )
             authenticate = self.service.identity.authenticate_certificate
-            return _Peer(await self._call(authenticate, peer), peer)
+            return _Peer(await self._call(authenticate, peer.fingerprint), peer.fingerprint)
         except AuthenticationError as error:
             log.warning("stream refused for %s: %s", context.peer(), error)
             await _settle(messages)
@@ -283,7 +296,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[pb.AgentMessage], context: Context
     ) -> AsyncIterator[pb.CollectorMessage]:
-        peer = await self._authenticate(context, request_iterator)
+        auth = context.auth_context()
+        self.metrics.tls_sessions.labels("resumed" if session_resumed(auth) else "full").inc()
+        peer = await self._authenticate(context, auth, request_iterator)
         host = peer.host
         slot = self._open(host)
         if slot is None:
@@ -298,9 +313,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         handle = self.requests.stream_opened(host.id, lambda: _wake(loop, wake))
         self.metrics.streams.inc()
         self.metrics.open_streams.inc()
+        seen = _Seen()
         try:
             async for message in _messages(request_iterator, wake):
-                for reply in await self._handle(peer, slot, message, context):
+                for reply in await self._handle(peer, slot, message, context, seen):
                     yield reply
         except DecodeError as error:  # gRPC decodes as it reads: not an AgentMessage, or bad UTF-8
             log.warning("host %s sent bytes that are not an AgentMessage: %s", host.id, error)
@@ -311,9 +327,32 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             self.requests.stream_closed(host.id, handle)
             self.streams.close(slot)
             self.metrics.open_streams.dec()
+            if seen.due:
+                self._mark_seen_later(host.id)
+
+    def _mark_seen_later(self, host_id: int) -> None:
+        """Mark the host seen in the writer thread without waiting (the stream is over)."""
+
+        def done(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and (error := future.exception()) is not None:
+                log.warning("could not mark host %s seen: %s", host_id, error)
+
+        loop = asyncio.get_running_loop()
+        mark = self.service.store.mark_seen
+        try:
+            loop.run_in_executor(self.worker, mark, host_id, datetime.now(UTC)).add_done_callback(
+                done
+            )
+        except RuntimeError as error:  # the collector is shutting down: the worker is gone
+            log.warning("could not mark host %s seen: %s", host_id, error)
 
     async def _handle(
-        self, peer: _Peer, slot: StreamSlot, message: pb.AgentMessage | None, context: Context
+        self,
+        peer: _Peer,
+        slot: StreamSlot,
+        message: pb.AgentMessage | None,
+        context: Context,
+        seen: _Seen,
     ) -> list[pb.CollectorMessage]:
         host = peer.host
         if slot.replaced:
@@ -322,23 +361,23 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if refusal := self.service.identity.deny.refusal(host.id, peer.fingerprint):
             log.warning("ending the stream of host %s: %s", host.id, refusal)
             await self._abort(context, "Connect", grpc.StatusCode.UNAUTHENTICATED, refusal)
-        replies = [] if message is None else await self._message(host, message, context)
+        replies = [] if message is None else await self._message(host, message, context, seen)
         if (asked := self.requests.take(host.id)) is not None:
             replies.append(pb.CollectorMessage(collect_now=pb.CollectNow(reason=asked.reason)))
         return replies
 
     async def _message(
-        self, host: Host, message: pb.AgentMessage, context: Context
+        self, host: Host, message: pb.AgentMessage, context: Context, seen: _Seen
     ) -> list[pb.CollectorMessage]:
         received = time.perf_counter()
         kind = message.WhichOneof("message")
         if kind == "hello":
             self.metrics.agent_spool(host.id, message.hello.spooled_batches)
-            return await self._hello(host, message.hello)
+            return await self._hello(host, message.hello, seen)
         if kind == "batch":
             await self._limit(host, message, context)
             self.metrics.agent_spool(host.id, message.batch.spooled_batches)
-            replies = await self._batch(host, message.batch, context)
+            replies = await self._batch(host, message.batch, context, seen)
             self.metrics.ack_latency.observe(time.perf_counter() - received)
             return replies
         await self._abort(
@@ -356,8 +395,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 await self._refuse(context, "Connect", error)
             await asyncio.sleep(wait)
 
-    async def _hello(self, host: Host, hello: pb.Hello) -> list[pb.CollectorMessage]:
-        await self._call(self.service.store.mark_seen, host.id, datetime.now(UTC))
+    async def _hello(self, host: Host, hello: pb.Hello, seen: _Seen) -> list[pb.CollectorMessage]:
+        if hello.spooled_batches > 0:
+            seen.due = True  # the batches mark the host seen (``_Seen``)
+        else:
+            await self._call(self.service.store.mark_seen, host.id, datetime.now(UTC))
         replies = []
         plan = self.service.plan_for(host.identity.platform)
         if hello.plan_version != plan.version:
@@ -368,7 +410,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return replies
 
     async def _batch(
-        self, host: Host, message: pb.Batch, context: Context
+        self, host: Host, message: pb.Batch, context: Context, seen: _Seen
     ) -> list[pb.CollectorMessage]:
         try:
             batch = batch_from_proto(message, datetime.now(UTC))
@@ -386,6 +428,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 context, "Connect", grpc.StatusCode.UNAVAILABLE, f"could not store batch: {error}"
             )
         self.metrics.reports.labels("duplicate" if outcome.duplicate else "stored").inc()
+        seen.due = seen.due and outcome.duplicate  # a stored batch set last_seen_at
         replies = [pb.CollectorMessage(ack=pb.Ack(seq=outcome.seq))]
         if outcome.mismatched_tables and not outcome.duplicate:
             log.info("host %s: digests differ for %s", host.id, sorted(outcome.mismatched_tables))

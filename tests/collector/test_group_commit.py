@@ -71,6 +71,12 @@ def _batch(seq: int, users: list[dict[str, str]], spool: str = "a" * 32) -> Fact
     )
 
 
+async def _writer_idle(worker: ThreadPoolExecutor) -> None:
+    """Return once the writer thread has finished what it was doing (evaluations follow
+    acks, in the same job)."""
+    await asyncio.get_running_loop().run_in_executor(worker, lambda: None)
+
+
 async def _ingest_while_busy(
     writer: GroupIngest, worker: ThreadPoolExecutor, batches: list[tuple[Host, FactBatch]]
 ) -> list[IngestOutcome | BaseException]:
@@ -157,8 +163,10 @@ async def test_a_host_whose_evaluation_failed_is_evaluated_in_full_with_the_next
     with ThreadPoolExecutor(max_workers=1) as worker:
         writer = GroupIngest(service, worker)
         await writer.ingest(one, _batch(1, ROOT_ONLY))
+        await _writer_idle(worker)  # the ack precedes the evaluation: let it finish first
         service.evaluations_to_fail = 1
         acked = await writer.ingest(one, _batch(2, WITH_TOOR))  # stored, acked, not evaluated
+        await _writer_idle(worker)
         status = {r.check_id: r.status.value for r in service.store.results_for(one.id)}
         assert not acked.duplicate and status["city.linux.only-root-uid-0"] == "pass"
         await writer.ingest(two, _batch(1, ROOT_ONLY))  # another host's batch, no users change
