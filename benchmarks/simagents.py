@@ -7,6 +7,12 @@ opens a connection, says hello, sends the tables that changed with every digest,
 the ack, and closes; or, in ``persistent`` mode, it keeps one stream open throughout, as the
 daemon did before closing idle streams, so the two designs can be compared.
 
+Like a daemon, each simulated agent keeps its own TLS session cache (``TlsSessions``), so its
+reconnects resume its own session; before the first phase each agent connects once to get
+a session (as a daemon in steady state has one), unless ``resume`` is off. The collector
+is addressed by IP, where gRPC sends no server name and never resumes, so channels name the
+server ``localhost`` (in the local PKI's certificate) explicitly.
+
 A sampled agent also flips a check now and then (``fleet.FLIP_CHECK``); a thread polls the
 collector's database until the flipped result is visible, which measures report -> score.
 """
@@ -28,7 +34,7 @@ import grpc
 
 from agent.collect import TableResult
 from agent.spool import SpooledBatch
-from agent.transport import Ack, AgentStream, TransportError, enroll, open_channel
+from agent.transport import Ack, AgentStream, TlsSessions, TransportError, enroll, open_channel
 from benchmarks.common import raise_file_limit
 from benchmarks.fleet import FLIP_CHECK, ChangeRates, FleetBase, SimulatedHost
 
@@ -42,6 +48,8 @@ __all__ = [
 ]
 
 AGENT_VERSION = "0.1.0-loadgen"
+#: The name the local PKI's server certificate holds; sessions are kept under it.
+SERVER_NAME = "localhost"
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,8 @@ class SteadySpec:
     start_at: float  # wall clock (time.time()) of the first phase, the same for every worker
     gap: float = 3.0
     persistent: bool = False
+    #: Resume TLS sessions, each agent its own (a daemon's ``SESSIONS``).
+    resume: bool = True
     #: One agent in ``flip_sample`` flips its check every ``flip_every`` reports.
     flip_sample: int = 10
     flip_every: int = 3
@@ -164,7 +174,9 @@ async def _enroll_and_report(
         host = SimulatedHost.derived(index, fleet)
         async with gate:
             try:
-                async with open_channel(address, ca_cert, own_connection=True) as channel:
+                # First contact: a full handshake, as a newly installed agent makes.
+                channel = open_channel(address, ca_cert, own_connection=True, sessions=None)
+                async with channel:
                     host_id, credential, plan = await enroll(channel, secret, host.identity())
                     versions.add(plan.version)
                     if first_report:
@@ -258,6 +270,8 @@ class _Agent:
     rng: random.Random
     seq: int = 2  # seq 1 was the first report
     connection: _PersistentStream | None = None
+    #: This agent's TLS sessions (None: a full handshake every report).
+    sessions: TlsSessions | None = None
     #: Tables changed in reports that failed: the next report carries them, as the
     #: agent's spool would.
     unsent: set[str] = field(default_factory=set)
@@ -267,15 +281,22 @@ async def _run_steady(spec: SteadySpec) -> list[SteadyResult]:
     raise_file_limit()
     fleet = FleetBase.from_tables(spec.base)
     agents = [
-        _Agent(a, SimulatedHost.derived(a.index, fleet), random.Random(a.index))
+        _Agent(
+            a,
+            SimulatedHost.derived(a.index, fleet),
+            random.Random(a.index),
+            sessions=TlsSessions() if spec.resume else None,
+        )
         for a in spec.agents
     ]
+    if spec.resume and not spec.persistent:
+        await _warm_sessions(spec, agents)
     if spec.persistent:  # every stream open before the first phase, as daemons would be
         gate = asyncio.Semaphore(64)
 
         async def connect(agent: _Agent) -> None:
             async with gate:
-                agent.connection = _PersistentStream(spec, agent.enrolled)
+                agent.connection = _PersistentStream(spec, agent)
                 await agent.connection.open()
 
         await asyncio.gather(*(connect(agent) for agent in agents))
@@ -324,7 +345,7 @@ async def _agent(
             if agent.connection is not None:
                 sent_at = await agent.connection.report(batch, result)
             else:
-                sent_at = await _report_on_new_stream(spec, agent.enrolled, batch, result)
+                sent_at = await _report_on_new_stream(spec, agent, batch, result)
             if expected is not None:
                 watcher.expect(agent.enrolled.host_id, sent_at, expected)
             agent.unsent = set()
@@ -335,13 +356,37 @@ async def _agent(
         await asyncio.sleep(max(0.0, min(due, deadline) - time.perf_counter()))
 
 
+def _channel(spec: SteadySpec, agent: _Agent) -> grpc.aio.Channel:
+    """A channel of the agent's own, resuming its own TLS sessions."""
+    return open_channel(
+        spec.address,
+        spec.ca_cert,
+        own_connection=True,
+        sessions=agent.sessions,
+        server_name=SERVER_NAME,
+    )
+
+
+async def _warm_sessions(spec: SteadySpec, agents: list[_Agent]) -> None:
+    """Connect each agent once so it holds a session, as a daemon in steady state does
+    (the enrolling worker process, whose sessions these were, may be another)."""
+    gate = asyncio.Semaphore(64)
+
+    async def warm(agent: _Agent) -> None:
+        async with gate, _channel(spec, agent) as channel:
+            # The session ticket has arrived once the channel is ready (measured).
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+
+    await asyncio.gather(*(warm(agent) for agent in agents), return_exceptions=True)
+
+
 async def _report_on_new_stream(
-    spec: SteadySpec, agent: Enrolled, batch: SpooledBatch, result: SteadyResult
+    spec: SteadySpec, agent: _Agent, batch: SpooledBatch, result: SteadyResult
 ) -> float:
     """The daemon's way: connect, hello, send, await the ack, close. Returns when sent."""
     started = time.perf_counter()
-    async with open_channel(spec.address, spec.ca_cert, own_connection=True) as channel:
-        stream = AgentStream(channel, agent.credential)
+    async with _channel(spec, agent) as channel:
+        stream = AgentStream(channel, agent.enrolled.credential)
         await stream.hello(AGENT_VERSION, spec.plan_version, 1)
         sent_at = time.perf_counter()
         result.wire_bytes += await stream.send(batch, 0)
@@ -357,10 +402,10 @@ async def _report_on_new_stream(
 class _PersistentStream:
     """One stream held open for the agent's whole life (the design the daemon left)."""
 
-    def __init__(self, spec: SteadySpec, agent: Enrolled) -> None:
+    def __init__(self, spec: SteadySpec, agent: _Agent) -> None:
         self._spec = spec
-        self._agent = agent
-        self._channel = open_channel(spec.address, spec.ca_cert, own_connection=True)
+        self._agent = agent.enrolled
+        self._channel = _channel(spec, agent)
         self._stream: AgentStream | None = None
 
     async def open(self) -> AgentStream:
