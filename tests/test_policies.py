@@ -323,8 +323,10 @@ def test_ssh_checks_see_every_spelling_of_a_setting(
         ("cis.linux.password-max-age", "\tPASS_MAX_DAYS\t99999", Status.FAIL),
         ("cis.linux.password-warn-age", "  PASS_WARN_AGE 0", Status.FAIL),
         ("cis.linux.password-hashing", " ENCRYPT_METHOD MD5", Status.FAIL),
-        # login.defs keywords are case-sensitive (shadow's getdef): not a setting
+        # login.defs keywords are case-sensitive (shadow's getdef): not settings
         ("cis.linux.password-max-age", "pass_max_days 99999", Status.PASS),
+        ("cis.linux.password-warn-age", "pass_warn_age 0", Status.PASS),
+        ("cis.linux.password-hashing", "encrypt_method MD5", Status.PASS),
     ],
 )
 def test_login_defs_checks_see_indented_settings(

@@ -82,6 +82,9 @@ _QUEUED_BLOCKS = 2
 _BLOCK, _PART, _ERROR = b"{", b"P", b"E"
 #: ``fcntl.F_SETPIPE_SZ`` (Python 3.10+ on Linux; spelled out for type checkers elsewhere).
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: How a failed split report ends: no file with ``--output`` (it is written aside and
+#: renamed when complete), but a JSON report to stdout may have printed part of itself.
+_NOT_ISSUED = "the report is incomplete and was not issued"
 
 
 class WorkerFailedError(RuntimeError):
@@ -151,11 +154,13 @@ def id_blocks(ids: Sequence[int], size: int) -> list[tuple[int, int | None]]:
 
 def _send(conn: Connection, outbox: queue.Queue[bytes | None]) -> None:
     """The worker's sender thread: blocks to the report process, in order. If the report
-    process is gone, so is the report: the worker exits at once."""
+    process is gone, or sending fails in any way, so is the report: the worker exits at
+    once (its main thread would otherwise wait on a full outbox for ever, and the report
+    process sees the pipe close)."""
     try:
         while (message := outbox.get()) is not None:
             conn.send_bytes(message)
-    except OSError:
+    except BaseException:
         os._exit(1)
 
 
@@ -280,11 +285,11 @@ def _receive(conn: Connection, task: Slice, kind: bytes) -> bytes | memoryview:
     try:
         message = conn.recv_bytes()
     except (EOFError, OSError) as error:
-        raise WorkerFailedError(f"{name} died before finishing; no report written") from error
+        raise WorkerFailedError(f"{name} died before finishing; {_NOT_ISSUED}") from error
     tag = message[:1]
     if tag == _ERROR:
         text = message[1:].decode(errors="replace")
-        raise WorkerFailedError(f"{name} failed: {text}; no report written")
+        raise WorkerFailedError(f"{name} failed: {text}; {_NOT_ISSUED}")
     if kind == _BLOCK and tag in (b"", b"{"):  # a block: its hosts' JSON objects, if any
         return message
     if tag != kind:

@@ -218,13 +218,23 @@ def _held_tables(
     conn: sqlite3.Connection, host_id: int
 ) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The host's tables: their digests, and the columns their stored rows may fill where
-    that is known (``apply_host_rows``' ``held``)."""
+    that is known (``apply_host_rows``' ``held``).
+
+    ``stored_columns`` is ``"<seq>:<columns>"``, written with the rows of batch ``seq``, and
+    trusted only while the table's ``seq`` is still that one: a failed collection (which
+    keeps the rows) or a collector older than the column (a rolling upgrade, a downgrade)
+    moves ``seq`` on without it, and the rows are then read with their NULL test.
+    """
     rows = conn.execute(
-        "SELECT table_name, digest, stored_columns FROM host_tables WHERE host_id = ?",
+        "SELECT table_name, digest, seq, stored_columns FROM host_tables WHERE host_id = ?",
         (host_id,),
     ).fetchall()
-    digests = {name: digest for name, digest, _ in rows}
-    columns = {name: held.split(",") if held else [] for name, _, held in rows if held is not None}
+    digests = {name: digest for name, digest, _, _ in rows}
+    columns = {}
+    for name, _, seq, stored in rows:
+        written, _, names = (stored or "").partition(":")
+        if written == str(seq):
+            columns[name] = names.split(",") if names else []
     return digests, columns
 
 
@@ -236,13 +246,14 @@ def _write_table_states(
     changes: Mapping[str, TableChange],
 ) -> None:
     """Each table's digest, error and time; and, for the tables whose rows were stored,
-    the columns those rows fill (a table whose probe failed keeps its rows and theirs)."""
+    the columns those rows fill (``_held_tables``; a table whose probe failed keeps its rows,
+    and its columns become unknown)."""
     conn.executemany(
         "INSERT INTO host_tables (host_id, table_name, digest, error, collected_at, seq,"
         " stored_columns) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host_id, table_name)"
         " DO UPDATE SET digest = excluded.digest, error = excluded.error,"
         " collected_at = excluded.collected_at, seq = excluded.seq,"
-        " stored_columns = COALESCE(excluded.stored_columns, host_tables.stored_columns)",
+        " stored_columns = excluded.stored_columns",
         [
             (
                 host_id,
@@ -251,7 +262,9 @@ def _write_table_states(
                 table.error,
                 ts(batch.collected_at),
                 batch.seq,
-                ",".join(changes[table.name].filled) if table.name in changes else None,
+                f"{batch.seq}:{','.join(changes[table.name].filled)}"
+                if table.name in changes
+                else None,
             )
             for table in tables
         ],

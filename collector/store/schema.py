@@ -297,8 +297,9 @@ def m007_leases(db: Database) -> None:
 
 @_migration
 def m008_stored_columns(db: Database) -> None:
-    """The columns a host's stored rows of a table may fill (``apply_host_rows``' ``held``);
-    NULL, as every row starts, means not known yet."""
+    """The columns a host's stored rows of a table may fill (``apply_host_rows``' ``held``),
+    as ``"<seq>:<columns>"`` (``collector.store.ingest._held_tables``); NULL, as every row
+    starts, means not known yet."""
     db.execute("ALTER TABLE host_tables ADD COLUMN stored_columns TEXT")
 
 

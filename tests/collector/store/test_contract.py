@@ -28,6 +28,7 @@ from collector.policy.loader import load_packs
 from collector.policy.model import Status
 from collector.service import PostureService
 from collector.store import EventFilter, HostExistsError, IssuedReport, SqliteStore
+from collector.store.facts import apply_host_rows
 from collector.store.schema import MIGRATIONS
 from collector.waivers import Waiver, WaiverScope
 
@@ -148,6 +149,21 @@ def test_a_plan_that_drops_a_column_leaves_no_stale_value_behind(store: SqliteSt
     store.apply_batch(host.id, _batch(4, users=ROOT_ONLY), T0)
     store.apply_batch(host.id, _batch(5, users=ROOT_ONLY), T0)
     assert store.host_rows(host.id, "users") == ROOT_ONLY
+
+
+def test_rows_an_older_collector_stored_are_read_with_their_null_test(
+    store: SqliteStore,
+) -> None:
+    """A collector from before the stored-columns record (a rolling upgrade) stores rows
+    and moves the table's seq on without it; the record is then not trusted."""
+    host = _host(store)
+    narrower = [{k: v for k, v in row.items() if k != "shell"} for row in ROOT_ONLY]
+    store.apply_batch(host.id, _batch(1, users=narrower), T0)
+    apply_host_rows(store.conn, host.id, "users", ROOT_ONLY)  # what the older one writes
+    store.conn.execute("UPDATE host_tables SET seq = 2 WHERE host_id = ?", (host.id,))
+    store.conn.commit()
+    store.apply_batch(host.id, _batch(3, users=narrower), T0)
+    assert store.host_rows(host.id, "users") == narrower
 
 
 def test_a_digest_the_store_does_not_hold_asks_for_that_table(store: SqliteStore) -> None:
