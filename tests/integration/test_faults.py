@@ -30,6 +30,21 @@ def agent_rows(output: str) -> dict[str, list[str]]:
     }
 
 
+def assert_agents_lost_nothing(output: str) -> None:
+    """Both agents' rows: nothing lost or duplicated, every final state equal, and the
+    phases left their marks (gaps from the full disk and the outage, a second epoch from
+    the corrupt spool)."""
+    rows = agent_rows(output)
+    assert set(rows) == {"agent-0", "agent-1"}, output
+    for sent, acked, stored, lost, duplicated, *_, final in rows.values():
+        assert (lost, duplicated, final) == ("0", "0", "equal"), output
+        assert 0 < int(acked) <= int(sent) and int(stored) >= int(acked), output
+    gaps = {name: int(row[6].strip("()")) for name, row in rows.items()}
+    assert gaps["agent-0"] > 0, output  # the full disk made it drop intermediate states
+    assert gaps["agent-1"] > 0, output  # its 8 KB spool could not hold the outage
+    assert rows["agent-1"][7] == "2", output  # the corrupt spool started a second epoch
+
+
 def test_kill_9_outage_full_disk_and_corrupt_spool_lose_and_duplicate_nothing(
     tmp_path: Path,
 ) -> None:
@@ -45,14 +60,6 @@ def test_kill_9_outage_full_disk_and_corrupt_spool_lose_and_duplicate_nothing(
     kills = next(line for line in output.splitlines() if line.startswith("kills: "))
     assert int(kills.split()[1]) >= 20, output
 
-    rows = agent_rows(output)
-    assert set(rows) == {"agent-0", "agent-1"}, output
-    for sent, acked, stored, lost, duplicated, *_, final in rows.values():
-        assert (lost, duplicated, final) == ("0", "0", "equal"), output
-        assert 0 < int(acked) <= int(sent) and int(stored) >= int(acked), output
-    gaps = {name: int(row[6].strip("()")) for name, row in rows.items()}
-    assert gaps["agent-0"] > 0, output  # the full disk made it drop intermediate states
-    assert gaps["agent-1"] > 0, output  # its 8 KB spool could not hold the outage
-    assert rows["agent-1"][7] == "2", output  # the corrupt spool started a second epoch
+    assert_agents_lost_nothing(output)
     # The collector's own records agree: each (host, spool, seq) once.
     assert (tmp_path / "collector" / "collector.db").exists()

@@ -77,14 +77,9 @@ class Served:
         return counts
 
 
-@pytest.fixture
-async def served(tmp_path: Path, pki: LocalPki) -> AsyncIterator[Served]:
-    store = SqliteStore(tmp_path / "collector.db")
-    clock = Clock()
-    service = PostureService(store, load_packs(ROOT / "policies"), clock=clock)
-    metrics = CollectorMetrics()
-    worker = ThreadPoolExecutor(max_workers=1)
-    config = ServerConfig(
+def _mtls_config(pki: LocalPki) -> ServerConfig:
+    """A collector on 127.0.0.1 asking agents for client certificates."""
+    return ServerConfig(
         "127.0.0.1:0",
         pki.server_cert,
         pki.server_key,
@@ -92,6 +87,16 @@ async def served(tmp_path: Path, pki: LocalPki) -> AsyncIterator[Served]:
         enroll_listen="127.0.0.1:0",
         client_ca=ClientCa.from_dir(pki.ca_cert.parent),
     )
+
+
+@pytest.fixture
+async def served(tmp_path: Path, pki: LocalPki) -> AsyncIterator[Served]:
+    store = SqliteStore(tmp_path / "collector.db")
+    clock = Clock()
+    service = PostureService(store, load_packs(ROOT / "policies"), clock=clock)
+    metrics = CollectorMetrics()
+    worker = ThreadPoolExecutor(max_workers=1)
+    config = _mtls_config(pki)
     built = build(service, worker, config, metrics)
     await built.server.start()
     _, secret = service.create_enroll_secret("resumption")
@@ -269,14 +274,7 @@ async def test_a_session_another_collector_process_issued_falls_back_to_a_full_h
     enrollment, _ = await _enroll(served, tmp_path / "agent-restart")
     sessions = TlsSessions()
     await _hello(served, enrollment, sessions)
-    config = ServerConfig(
-        "127.0.0.1:0",
-        pki.server_cert,
-        pki.server_key,
-        mtls=True,
-        enroll_listen="127.0.0.1:0",
-        client_ca=ClientCa.from_dir(pki.ca_cert.parent),
-    )
+    config = _mtls_config(pki)
     worker = ThreadPoolExecutor(max_workers=1)
     other = build(served.service, worker, config, served.metrics)
     await other.server.start()
