@@ -283,6 +283,19 @@ def test_every_linux_check_evaluates_on_this_machine(
 SSH_DROP_IN = "/etc/ssh/sshd_config.d/50-local.conf"
 
 
+def _passing_host_with_line(
+    tmp_path: Path, empty_store: Path, pack: str, check_id: str, path: str, line: str
+) -> CheckResult:
+    """The check's result on its pass fixture with one more line of ``path``."""
+    tables: dict[str, list[dict[str, str]]] = dict(_fixture(pack, check_id, "pass")["tables"])
+    tables["file_lines"] = [*tables["file_lines"], {"path": path, "line": line}]
+    db_path = tmp_path / "facts.db"
+    shutil.copyfile(empty_store, db_path)
+    _store(db_path, tables)
+    (result,) = _evaluate(db_path, [_check(check_id)], "linux", dict.fromkeys(tables), None)
+    return result
+
+
 @pytest.mark.parametrize(
     ("pack", "check_id", "line"),
     [
@@ -302,15 +315,7 @@ def test_ssh_checks_see_every_spelling_of_a_setting(
     """The SSH checks parse only the lines that can set their keywords (see the packs'
     "Cost" note); a setting quoted, indented, lower-case, or separated by a tab or "=", in
     an included drop-in, must still turn the passing host into a failing one."""
-    check = _check(check_id)
-    fixture = _fixture(pack, check_id, "pass")
-    tables: dict[str, list[dict[str, str]]] = dict(fixture["tables"])
-    tables["file_lines"] = [*tables["file_lines"], {"path": SSH_DROP_IN, "line": line}]
-    db_path = tmp_path / "facts.db"
-    shutil.copyfile(empty_store, db_path)
-    _store(db_path, tables)
-
-    (result,) = _evaluate(db_path, [check], "linux", dict.fromkeys(tables), None)
+    result = _passing_host_with_line(tmp_path, empty_store, pack, check_id, SSH_DROP_IN, line)
 
     assert result.status is Status.FAIL, result.reason
     if '"' not in line:  # the evidence finds lines by their keyword as written
@@ -334,16 +339,9 @@ def test_login_defs_checks_see_indented_settings(
 ) -> None:
     """The login.defs checks seek lines starting with their keyword and indented lines
     only (the CIS pack's "Cost" note); an indented setting must still count."""
-    check = _check(check_id)
-    tables: dict[str, list[dict[str, str]]] = dict(
-        _fixture("cis-linux-l1", check_id, "pass")["tables"]
+    result = _passing_host_with_line(
+        tmp_path, empty_store, "cis-linux-l1", check_id, "/etc/login.defs", line
     )
-    tables["file_lines"] = [*tables["file_lines"], {"path": "/etc/login.defs", "line": line}]
-    db_path = tmp_path / "facts.db"
-    shutil.copyfile(empty_store, db_path)
-    _store(db_path, tables)
-
-    (result,) = _evaluate(db_path, [check], "linux", dict.fromkeys(tables), None)
 
     assert result.status is outcome, result.reason
 
